@@ -1,0 +1,1 @@
+"""Face models (linear 3DMMs), the ARKit-52 space and retargeting to rigs."""
