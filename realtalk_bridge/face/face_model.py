@@ -27,6 +27,7 @@ SHIPPED = {"arkit": "arkit_mediapipe.npz"}
 MODELS_ENV = "REALTALK_MODELS"
 # Names other pieces rely on (docs/ARCHITECTURE.md, "Face model").
 REQUIRED_REGIONS = ("mouth", "outer_lip", "inner_lip", "lower_face_contour")
+UNIT_CM = {"mm": 0.1, "cm": 1.0, "dm": 10.0, "m": 100.0}
 
 
 class FaceModelError(ValueError):
@@ -71,6 +72,14 @@ class FaceModel:
         for k, idx in self.regions.items():
             if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= V)):
                 raise FaceModelError(f"region {k!r} must be 1-D vertex indices in [0, {V})")
+
+    @property
+    def cm_per_unit(self) -> float:
+        """How many centimetres one model unit is (1 for the shipped model, 10 for Deep3DFaceRecon's BFM)."""
+        try:
+            return UNIT_CM[self.units]
+        except KeyError:
+            raise FaceModelError(f"unknown units {self.units!r}; known: {sorted(UNIT_CM)}") from None
 
     @property
     def n_vertices(self) -> int:
