@@ -115,7 +115,6 @@ def plot(ms: np.ndarray, result: dict, path: Path) -> None:
     ax.hist(np.clip(ms, None, hi), bins=60, color="#3b7dd8")
     for v, lab, c in ((result["step_ms_median"], "median", "k"), (result["step_ms_p95"], "p95", "r")):
         ax.axvline(v, color=c, ls="--", label=f"{lab} {v:.2f} ms")
-    ax.axvline(40.0 if hi > 40 else hi, alpha=0)  # keep the 40 ms budget in range only when relevant
     ax.set_xlabel("A2E step latency (ms, batch 1)")
     ax.set_ylabel("steps")
     ax.set_title(f"A2E on {result['provider']} ({result['threads']} thread), {result['params'] / 1e6:.2f} M params, "

@@ -330,7 +330,7 @@ def plot_losses(history: list[dict], path: Path) -> None:
         ax.plot(*zip(*va), "o-", label="validation", lw=1.5)
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (MSE + 0.1 vertex)")
+    ax.set_ylabel("loss (MSE + w * vertex)")
     ax.set_title("A2E training")
     ax.legend()
     ax.grid(alpha=0.3)
