@@ -6,12 +6,14 @@
 This is what a game NPC or a TTS engine does: open a stream, push audio as it is produced, close it.
 """
 import sys
+from pathlib import Path
 import threading
 import time
 
 import soundfile as sf
 
-from realtalk_bridge.client import Client, Subscriber
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from realtalk_bridge.client import Client, Subscriber  # noqa: E402
 
 path = sys.argv[1] if len(sys.argv) > 1 else "examples/speech/hello.wav"
 ctl = sys.argv[2] if len(sys.argv) > 2 else "tcp://127.0.0.1:47201"
@@ -30,8 +32,10 @@ with Client(ctl) as client:
     chunk = rate // 50  # 20 ms
     start = time.time()
     for i in range(0, len(audio), chunk):
-        time.sleep(max(0.0, start + i / rate - time.time()))  # real-time pace
-        client.push_audio("npc", audio[i:i + chunk])
+        part = audio[i:i + chunk]
+        # real-time pace: a chunk can leave only once its last sample has been "spoken"
+        time.sleep(max(0.0, start + (i + len(part)) / rate - time.time()))
+        client.push_audio("npc", part)
     sent = client.stream_close("npc")["frames"]
     reader.join()
     sub.close()

@@ -6,8 +6,10 @@
 Only pyzmq + msgpack + numpy are needed on this side (realtalk_bridge.client wraps them).
 """
 import sys
+from pathlib import Path
 
-from realtalk_bridge.client import Client, Subscriber
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from realtalk_bridge.client import Client, Subscriber  # noqa: E402
 
 ctl = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:47201"
 
