@@ -332,3 +332,43 @@ def test_curve_encryption(runtime, tmp_path):
                 plain.ping()
     finally:
         srv.stop()
+
+
+def test_pushed_stream_at_48khz_is_resampled(server, runtime, speech):
+    import soxr
+
+    x = speech[:16000]
+    x48 = soxr.resample(x, 16000, 48000).astype(np.float32)
+    with Client(server.ctl_endpoint) as c, _subscribe(server, ["hi"]) as sub:
+        c.stream_open("hi", fps=25, sample_rate=48000)
+        r = _push_all(c, "hi", x48, chunk=960)
+        assert r["samples"] == len(x48) and r["t"] == pytest.approx(1.0)
+        assert c.stream_close("hi")["frames"] == 25
+        frames = list(sub.frames(timeout=1.0))
+    np.testing.assert_allclose(np.stack([f.weights for f in frames]), infer_offline(runtime, x, fps=25),
+                               atol=0.05)  # resampled twice: close, not bit-exact
+
+
+def test_microphone_errors_are_events_and_not_fatal(server):
+    """This machine has no sound card: the mic source must report and retry, and serving goes on.
+    (Where a real input exists, it must deliver frames instead.)"""
+    from realtalk_bridge.sidecar.sources import MicSource
+
+    with _subscribe(server, ["mic"], events=True) as sub:
+        mic = MicSource(server, retry_s=0.2).start()
+        try:
+            deadline = time.monotonic() + 4
+            got_frame = False
+            while time.monotonic() < deadline and not got_frame:
+                got_frame = sub.recv(timeout=0.2) is not None
+                if sum(e["event"] == "source_error" for e in sub.events) >= 2:
+                    break
+        finally:
+            mic.stop()
+        errors = [e for e in sub.events if e["event"] == "source_error"]
+        assert got_frame or len(errors) >= 2, sub.events
+        if errors:
+            assert "retrying" in errors[0]["message"]
+    with Client(server.ctl_endpoint) as c:
+        assert c.ping() < 1.0
+        assert "mic" in {s["stream"] for s in c.status()["streams"]}

@@ -5,6 +5,7 @@ Stops cleanly on Ctrl-C or SIGTERM: open streams are flushed and closed, sinks c
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -44,13 +45,14 @@ def add_arguments(p) -> None:
     p.add_argument("--nonverbal", action="store_const", const=True, default=None,
                    help="add blinks / idle head motion / emotion overlay (face/nonverbal.py) to every stream")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
-    try:  # UDP bridges (VMC, iFacialMocap, Live Link) add their own options when installed
-        from realtalk_bridge import bridges
-
-        if hasattr(bridges, "add_arguments"):
-            bridges.add_arguments(p)
-    except ImportError:
-        pass
+    # the UDP bridges (VMC, iFacialMocap, Live Link) and the non-verbal layer add their own options
+    for module in ("realtalk_bridge.bridges", "realtalk_bridge.face.nonverbal"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
 
 
 def load_config(path) -> dict:
@@ -94,15 +96,14 @@ def make_curve_keys(directory) -> tuple[Path, Path]:
     return Path(public), Path(secret)
 
 
-def _postprocess_factory():
-    """NonVerbal per stream when face/nonverbal.py is present."""
-    from realtalk_bridge.face.nonverbal import NonVerbal
+def _postprocess_factory(args):
+    """A NonVerbal per stream (face/nonverbal.py), configured by its serve options."""
+    from realtalk_bridge.face import nonverbal
 
     def make(stream, names, fps):
-        try:
-            return NonVerbal(names, fps=fps)
-        except TypeError:
-            return NonVerbal(names)
+        if hasattr(nonverbal, "from_options"):
+            return nonverbal.from_options(names, args)
+        return nonverbal.NonVerbal(names)
     return make
 
 
@@ -137,10 +138,13 @@ def run(args) -> int:
             sinks = list(bridges.make_sinks(args))
     except ImportError:
         pass
+    except ValueError as exc:  # a bad bridge option: say which
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
     post = None
     if opts["nonverbal"]:
         try:
-            post = _postprocess_factory()
+            post = _postprocess_factory(args)
         except ImportError as exc:
             print(f"serve: --nonverbal needs realtalk_bridge.face.nonverbal ({exc})", file=sys.stderr)
             return 1
