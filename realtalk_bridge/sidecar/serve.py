@@ -56,7 +56,10 @@ def add_arguments(p) -> None:
 
 
 def load_config(path) -> dict:
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     try:
         with open(path, "rb") as f:
