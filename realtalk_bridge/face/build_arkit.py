@@ -312,7 +312,11 @@ def build(mesh) -> FaceModel:
     exp = expression_shapes(P, mesh.triangles)
     ident = identity_shapes(P, mesh.triangles)
     R = regions(P)
-    R["procrustes"] = mesh.procrustes_ids  # the landmarks MediaPipe fits head pose with (used by fit-basis)
+    R["procrustes"] = mesh.procrustes_ids  # the landmarks MediaPipe fits head pose with
+    # Vertices no expression moves (forehead, nose bridge, temples): fit-basis removes head pose on these,
+    # which fixes what would otherwise be ambiguous (a shape that moves a pose landmark looks like a head turn).
+    peak = np.max([np.linalg.norm(d, axis=1) for d in exp.values()], axis=0)
+    R["rigid"] = np.nonzero(peak < 1e-4)[0]
     return FaceModel(
         mean=mesh.vertices,
         id_basis=np.stack([ident[n].reshape(-1) for n in ID_NAMES], 1),
