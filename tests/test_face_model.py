@@ -53,6 +53,9 @@ def test_vertices_linear_and_batched(model):
     manual = model.mean + (model.id_basis @ a[2, 0] + model.exp_basis @ b[0, 1]).reshape(468, 3)
     np.testing.assert_allclose(v[2, 1], manual, atol=1e-4)
     np.testing.assert_allclose(model.vertices(), model.mean)
+    rows = model.region_rows("mouth")
+    np.testing.assert_allclose((model.exp_basis[rows] @ b[0, 1]).reshape(-1, 3),
+                               (model.exp_basis @ b[0, 1]).reshape(468, 3)[model.region("mouth")], atol=1e-6)
     with pytest.raises(FaceModelError, match="beta"):
         model.vertices(beta=np.zeros(51))
     with pytest.raises(FaceModelError, match="non-finite"):
@@ -84,6 +87,9 @@ def test_projection(model):
     pose = np.array([0.1, -0.2, 0.05, 1.0, -2.0, -50.0], np.float32)
     v = model.vertices(pose=pose)
     uv = project(v, 1000.0, (128, 128))
+    batch = project(np.stack([v, v]), np.array([[1000.0, 1000.0], [500.0, 500.0]]), (128, 128))
+    np.testing.assert_allclose(batch[0], uv, rtol=1e-5)
+    np.testing.assert_allclose(batch[1] - 128, (uv - 128) / 2, rtol=1e-5)
     manual_u = 128 + 1000 * v[:, 0] / -v[:, 2]
     manual_v = 128 - 1000 * v[:, 1] / -v[:, 2]
     np.testing.assert_allclose(uv, np.stack([manual_u, manual_v], 1), rtol=1e-5)
