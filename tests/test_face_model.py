@@ -88,8 +88,8 @@ def test_projection(model):
     v = model.vertices(pose=pose)
     uv = project(v, 1000.0, (128, 128))
     batch = project(np.stack([v, v]), np.array([[1000.0, 1000.0], [500.0, 500.0]]), (128, 128))
-    np.testing.assert_allclose(batch[0], uv, rtol=1e-5)
-    np.testing.assert_allclose(batch[1] - 128, (uv - 128) / 2, rtol=1e-5)
+    np.testing.assert_allclose(batch[0], uv, atol=1e-3)
+    np.testing.assert_allclose(batch[1] - 128, (uv - 128) / 2, atol=1e-3)
     manual_u = 128 + 1000 * v[:, 0] / -v[:, 2]
     manual_v = 128 - 1000 * v[:, 1] / -v[:, 2]
     np.testing.assert_allclose(uv, np.stack([manual_u, manual_v], 1), rtol=1e-5)
