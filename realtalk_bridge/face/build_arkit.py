@@ -418,6 +418,43 @@ def plot_regions(model: FaceModel, path: str | Path) -> Path:
     return path
 
 
+def plot_identity(model: FaceModel, path: str | Path, sigma: float = 2.0) -> Path:
+    """Each identity direction at -sigma (blue) and +sigma (red) over the mean (grey): contours and profile."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rings = [model.region(n) for n in ("face_oval", "outer_lip", "inner_lip", "left_eye", "right_eye")]
+    brows = [model.region(n) for n in ("left_brow", "right_brow")]
+    mid = np.nonzero(np.abs(model.mean[:, 0]) < 1e-4)[0]
+    mid = mid[np.argsort(model.mean[mid, 1])]
+    cols = model.n_id
+    fig, axes = plt.subplots(2, cols, figsize=(1.6 * cols, 4.2), gridspec_kw={"height_ratios": [3, 2]})
+    for k, name in enumerate(model.id_names):
+        for a, colour in ((0.0, "0.6"), (-sigma, "tab:blue"), (sigma, "tab:red")):
+            alpha = np.zeros(model.n_id, np.float32)
+            alpha[k] = a
+            v = model.vertices(alpha=alpha)
+            for ring in rings:
+                loop = np.r_[ring, ring[:1]]
+                axes[0, k].plot(v[loop, 0], v[loop, 1], c=colour, lw=0.8)
+            for b in brows:
+                axes[0, k].plot(v[b[:5], 0], v[b[:5], 1], c=colour, lw=0.8)
+            axes[1, k].plot(v[mid, 2], v[mid, 1], c=colour, lw=0.8)
+        axes[0, k].set_title(name, fontsize=7)
+        for ax in axes[:, k]:
+            ax.set_aspect("equal")
+            ax.axis("off")
+    fig.suptitle(f"identity basis: mean (grey), -{sigma:g} (blue) and +{sigma:g} (red) units; "
+                 "front contours and midline profile (nose to the right)", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
     from realtalk_bridge.face.mediapipe_mesh import read_canonical_mesh
 
@@ -433,6 +470,7 @@ def main(argv=None) -> int:
     if args.figure:
         print("wrote", plot_basis(model, args.figure))
         print("wrote", plot_regions(model, Path(args.figure).with_name("face_regions.png")))
+        print("wrote", plot_identity(model, Path(args.figure).with_name("face_identity.png")))
     return 0
 
 
