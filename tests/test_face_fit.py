@@ -81,7 +81,7 @@ def test_recovers_a_known_basis_from_posed_landmarks(ref):
     err = np.linalg.norm(res.exp_basis - B_true, axis=0) / np.linalg.norm(B_true, axis=0)
     assert np.median(err) < 0.03 and err.max() < 0.1, dict(zip(ref.exp_names, err.round(3)))
     assert res.history[-1] <= res.history[0] * 1.001
-    assert res.rms < 0.01 < res.rms_rigid_only  # cm: the expressions explain the motion
+    assert res.rms < 0.01 < res.rms_neutral_only  # cm: the expressions explain the motion
 
 
 def test_unexercised_shapes_keep_the_prior(ref):

@@ -178,6 +178,47 @@ def test_regions_are_real_polygons(model):
     assert not set(mouth) & {159, 386, 1, 10}
 
 
+def test_rigid_vertices_are_still_in_every_expression(model):
+    rigid = model.region("rigid")
+    assert len(rigid) >= 50 and {6, 10, 168} <= set(rigid.tolist())  # nose bridge, forehead, between the eyes
+    assert np.abs(model.exp_basis[model.region_rows("rigid")]).max() < 1e-4
+
+
+def _pb_varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_field(num, wire, payload):
+    key = _pb_varint(num << 3 | wire)
+    return key + (_pb_varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def test_geometry_protobuf_decoder_on_a_handmade_message():
+    from realtalk_bridge.face.mediapipe_mesh import parse_geometry_metadata
+
+    verts = np.array([[0, 0, 0, 0.1, 0.2], [1, 0, 0, 0.3, 0.4], [0, 1, 0.5, 0.5, 0.6]], np.float32)
+    mesh = (_pb_field(1, 0, _pb_varint(0)) + _pb_field(2, 0, _pb_varint(0))
+            + _pb_field(3, 2, verts.astype("<f4").tobytes())
+            + _pb_field(4, 2, b"".join(_pb_varint(i) for i in (0, 1, 2))))
+    ref = lambda i, w: _pb_field(2, 2, _pb_field(1, 0, _pb_varint(i)) + _pb_field(2, 5, np.float32(w).tobytes()))  # noqa: E731
+    data = _pb_field(3, 0, _pb_varint(1)) + _pb_field(1, 2, mesh) + ref(1, 0.25) + ref(300, 0.75)
+    m = parse_geometry_metadata(data)
+    np.testing.assert_array_equal(m.vertices, verts[:, :3])
+    np.testing.assert_array_equal(m.uv, verts[:, 3:])
+    np.testing.assert_array_equal(m.triangles, [[0, 1, 2]])
+    np.testing.assert_array_equal(m.procrustes_ids, [1, 300])
+    np.testing.assert_allclose(m.procrustes_weights, [0.25, 0.75])
+    with pytest.raises(ValueError, match="no usable canonical mesh"):
+        parse_geometry_metadata(_pb_field(3, 0, _pb_varint(1)))
+    with pytest.raises(ValueError, match="truncated"):
+        parse_geometry_metadata(data[:-3] + b"\xff")
+
+
 def test_save_load_roundtrip_and_errors(model, tmp_path):
     p = save_face_model(model, tmp_path / "m.npz")
     back = load_face_model(p)

@@ -99,7 +99,7 @@ class FitResult:
     exp_basis: np.ndarray           # (V*3, E) in the reference's units
     neutrals: dict                  # group -> (V, 3)
     rms: float                      # residual per landmark, reference units
-    rms_rigid_only: float           # residual with the neutral alone (no expressions), for comparison
+    rms_neutral_only: float           # residual with the neutral alone (no expressions), for comparison
     history: list = field(default_factory=list)
 
 
@@ -129,17 +129,17 @@ def fit_expression_basis(points, scores, groups, reference: FaceModel, ridge: fl
     for it in range(max(1, iterations)):
         aligned = align(points, targets, ids, w)
         Y = aligned.reshape(n, -1)
-        B, neutrals = solve_basis(Y, scores, groups, prior, ridge if use_prior else ridge)
+        B, neutrals = solve_basis(Y, scores, groups, prior, ridge)
         pred = np.stack([neutrals[int(g)] for g in groups]) + scores @ B.T
         rms = float(np.sqrt(np.mean(np.sum((Y - pred).reshape(n, V, 3) ** 2, -1))))
         history.append(rms)
         # Next round aligns each frame to what the model predicts for it (its neutral + expression),
         # so landmarks that move with the jaw stop pulling the head pose.
         targets = pred.reshape(n, V, 3)
-    rigid = np.stack([Y[groups == g].mean(0) for g in groups])
-    rms_rigid = float(np.sqrt(np.mean(np.sum((Y - rigid).reshape(n, V, 3) ** 2, -1))))
+    neutral_only = np.stack([Y[groups == g].mean(0) for g in groups])
+    rms_neutral = float(np.sqrt(np.mean(np.sum((Y - neutral_only).reshape(n, V, 3) ** 2, -1))))
     return FitResult(B.astype(np.float32), {g: v.reshape(V, 3) for g, v in neutrals.items()},
-                     rms, rms_rigid, history)
+                     rms, rms_neutral, history)
 
 
 # ---- tracking: I/O at the edge ---------------------------------------------------------------------
@@ -213,7 +213,7 @@ def plot_fit(reference: FaceModel, fitted: FaceModel, scores, result: FitResult,
     a0.set_ylabel(f"peak displacement ({reference.units})")
     a0.legend()
     a0.set_title(f"fit-basis: {len(scores)} frames, residual {result.rms:.3f} {reference.units} per landmark "
-                 f"(neutral only: {result.rms_rigid_only:.3f})")
+                 f"(neutral only: {result.rms_neutral_only:.3f})")
     a1.bar(x, activity, color="gray")
     a1.set_ylabel("score std in the videos")
     a1.set_xticks(x, reference.exp_names, rotation=90, fontsize=7)
@@ -277,7 +277,7 @@ def run(args) -> int:
                                   use_prior=not args.no_prior, iterations=args.iterations)
     meta = dict(reference.meta)
     meta["fit_basis"] = {"videos": sources, "ridge": args.ridge, "prior": not args.no_prior,
-                         "iterations": args.iterations, "rms": result.rms, "rms_neutral_only": result.rms_rigid_only,
+                         "iterations": args.iterations, "rms": result.rms, "rms_neutral_only": result.rms_neutral_only,
                          "rms_history": result.history, "tracker": "MediaPipe FaceLandmarker (face_landmarker.task)"}
     fitted = FaceModel(mean=reference.mean, id_basis=reference.id_basis, exp_basis=result.exp_basis,
                        exp_names=reference.exp_names, id_names=reference.id_names, triangles=reference.triangles,
@@ -285,7 +285,7 @@ def run(args) -> int:
     out = save_face_model(fitted, args.out)
     png = plot_fit(reference, fitted, scores_all, result, out.with_suffix(".png"))
     console.print(f"wrote {out} and {png}: {len(points)} frames from {len(sources)} video(s), residual "
-                  f"{result.rms:.3f} {reference.units}/landmark (neutral only {result.rms_rigid_only:.3f})")
+                  f"{result.rms:.3f} {reference.units}/landmark (neutral only {result.rms_neutral_only:.3f})")
     print(json.dumps({"out": str(out), "frames": int(len(points)), "rms": result.rms,
-                      "rms_neutral_only": result.rms_rigid_only}))
+                      "rms_neutral_only": result.rms_neutral_only}))
     return 0
