@@ -71,9 +71,7 @@ def point_in_polygon(xy, poly):
 
 
 def distance_to_polyline(xy, poly, closed=True):
-    a = poly
-    b = np.roll(poly, -1, axis=0) if closed else poly[1:]
-    a = a if closed else poly[:-1]
+    a, b = (poly, np.roll(poly, -1, axis=0)) if closed else (poly[:-1], poly[1:])
     ab = b - a
     t = np.clip(np.einsum("psk,sk->ps", xy[:, None] - a[None], ab) / np.maximum(np.sum(ab * ab, 1), 1e-12), 0, 1)
     closest = a[None] + t[..., None] * ab[None]
@@ -181,8 +179,7 @@ def expression_shapes(P: np.ndarray, triangles: np.ndarray) -> dict[str, np.ndar
     lips_region = bump(P, mc, (3.4, 2.3, 4.0)) * F.front
     pull_in = np.stack([-(x - mc[0]), np.zeros_like(x), np.zeros_like(x)], 1)
     S["mouthPucker"] = pull_in * (0.32 * lips_region)[:, None] + _vec([0, 0, 0.75], lips_region * (0.4 + 0.6 * F.lips))
-    part = _vec([0, 0.28, 0], F.upper_lip * (1 - F.from_slit) * 0 + F.upper_lip) \
-        + _vec([0, -0.32, 0], F.lower_lip)
+    part = _vec([0, 0.28, 0], F.upper_lip) + _vec([0, -0.32, 0], F.lower_lip)
     S["mouthFunnel"] = pull_in * (0.22 * lips_region)[:, None] + _vec([0, 0, 0.6], lips_region * F.lips) + part
     for nm, s in sides.items():
         # the whole mouth slides sideways; the leading corner also tucks back into the cheek
