@@ -152,6 +152,24 @@ def test_set_identity_validates_dims(server, runtime):
             assert e.value.code == "bad_request"
 
 
+def test_set_identity_changes_the_frames_like_offline(server, runtime, speech):
+    x = speech[:16000]
+    rng = np.random.default_rng(0)
+    alpha = rng.normal(0, 1, runtime.n_id).astype(np.float32) if runtime.n_id else None
+    history = rng.uniform(0, 0.5, (runtime.n_hist, len(runtime.names))).astype(np.float32)
+    with Client(server.ctl_endpoint) as c, _subscribe(server, ["who"]) as sub:
+        c.stream_open("who", fps=25)
+        c.set_identity("who", alpha=alpha)
+        r = c.set_identity("who", history=history)  # alpha stays as set
+        assert r["history_frames"] == runtime.n_hist and r["alpha_dims"] == runtime.n_id
+        _push_all(c, "who", x)
+        c.stream_close("who")
+        got = np.stack([f.weights for f in sub.frames(timeout=1.0)])
+    want = infer_offline(runtime, x, fps=25, identity=alpha, history=history)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(want - infer_offline(runtime, x, fps=25)).max() > 1e-4, "the style inputs must matter"
+
+
 def test_set_emotion_without_post_processor_is_not_supported(server):
     with Client(server.ctl_endpoint) as c:
         c.stream_open("e")

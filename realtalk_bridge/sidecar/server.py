@@ -541,6 +541,9 @@ class Server:
             if h.size == 0 or h.size % E:
                 raise m.ProtocolError("bad_request", f"history must be N x {E} float32 (row-major), got {h.size} values")
             history = h.reshape(-1, E)
+        # what is not sent keeps its earlier value (set_identity(history=...) must not reset alpha)
+        alpha = st.alpha if alpha is None else alpha
+        history = st.history if history is None else history
         st.a2e.set_identity(alpha, history)  # ValueError (wrong dims) -> bad_request
         st.alpha, st.history = alpha, history
         return m.reply_ok(req, alpha_dims=n_id if alpha is not None else 0,
