@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from _sidecar_util import HELLO_WAV, ROOT, a2e_model, free_port  # noqa: F401  (fixture)
+from _sidecar_util import HELLO_WAV, ROOT, a2e_model, free_port, speech  # noqa: F401  (fixtures)
 from realtalk_bridge.client import Client, Subscriber
 
 
@@ -79,3 +79,52 @@ def test_serve_rejects_bad_config(tmp_path):
     proc = _serve("--config", cfg)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "unknown option" in err
+
+
+ASOUNDRC = """
+pcm.speechraw {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{raw}"
+    format "raw"
+}}
+pcm.speechfile {{
+    type plug
+    slave {{ pcm "speechraw"; format S16_LE; rate 16000; channels 1 }}
+    hint {{ show on description "speech file (test input device)" }}
+}}
+"""
+
+
+def test_serve_captures_from_a_portaudio_input_device(a2e_model, speech, tmp_path):
+    """A real PortAudio/ALSA capture device whose samples come from a speech file (ALSA `file` plugin):
+    `devices` lists it, and `serve --device` turns its audio into frames on stream `mic`."""
+    import os
+
+    import numpy as np
+
+    (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(raw=tmp_path / "speech.raw"))
+    (np.tile(speech, 4) * 32767).astype("<i2").tofile(tmp_path / "speech.raw")
+    env = dict(os.environ, HOME=str(tmp_path))  # ALSA reads ~/.asoundrc
+    r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "devices"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    if "speechfile" not in r.stdout:
+        pytest.skip(f"no ALSA/PortAudio file-backed input here: {r.stdout.strip()} {r.stderr.strip()}")
+    pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "realtalk_bridge", "serve", "--device", "speechfile",
+                             "--model", str(a2e_model), "--pub", pub, "--ctl", ctl, "--fps", "25"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _first_line(proc)
+        with Client(ctl, timeout=5) as c:
+            info = c.hello()
+            with Subscriber(pub, streams=["mic"], layouts=info["layouts"]) as sub:
+                frames = list(sub.frames(timeout=5.0, count=50))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert len(frames) == 50, err
+    w = np.stack([f.weights for f in frames])
+    assert w.std(axis=0).max() > 1e-3, "captured speech must move the face"
