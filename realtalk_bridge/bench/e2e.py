@@ -44,6 +44,15 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Sidecar:
     """`python -m realtalk_bridge serve` on free loopback ports, for the duration of a `with`."""
 
@@ -179,6 +188,7 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
                 errors.append(f"{stream}: {type(exc).__name__}: {exc}")
 
         threads = [threading.Thread(target=pusher, args=(i,)) for i in range(n_push)]
+        cpu0 = cpu_seconds(sc.proc.pid)
         t0 = time.time()
         for th in threads:
             th.start()
@@ -193,6 +203,7 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
         for th in threads:
             th.join()
         wall = time.time() - t0
+        cpu1 = cpu_seconds(sc.proc.pid)
         time.sleep(0.5)  # let the last frames arrive
         for col in collectors:
             col.stop.set()
@@ -212,7 +223,8 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
         "latency_ms_p95": round(float(np.percentile(lat, 95)), 2) if lat.size else None,
         "latency_ms_max": round(float(lat.max()), 2) if lat.size else None,
         "target_ms": target, "meets_target": bool(lat.size and np.percentile(lat, 95) <= target),
-        "rss_mb": round(rss, 1) if rss else None, "cpus": os.cpu_count(), "errors": errors,
+        "rss_mb": round(rss, 1) if rss else None,
+        "sidecar_cpu_percent": round(100 * (cpu1 - cpu0) / wall, 1) if cpu0 is not None and cpu1 is not None else None, "cpus": os.cpu_count(), "errors": errors,
         "_latencies": lat,
     }
 
