@@ -294,6 +294,8 @@ def test_malformed_requests_get_error_replies_and_server_keeps_serving(server):
         (msgpack.packb({"v": 1, "op": "push_audio", "stream": "x", "pcm": "no", "format": "s16"}), "bad_request"),
         (msgpack.packb({"v": 1, "op": "stream_open", "fps": float("nan")}), "bad_request"),
         (msgpack.packb({"v": True, "op": "ping"}), "bad_request"),
+        (msgpack.packb({"v": 1, "op": "hello", "versions": [2, 3]}), "unsupported_version"),
+        (msgpack.packb({"v": 1, "op": "bake", "audio": b"\0\0", "format": "s16"}), "bad_request"),  # no rate
     ]
     try:
         for payload, code in cases:
@@ -301,6 +303,8 @@ def test_malformed_requests_get_error_replies_and_server_keeps_serving(server):
             assert d.poll(2000), f"no reply for {payload!r}"
             reply = m.validate_reply(m.decode(d.recv_multipart()[-1]))
             assert reply["ok"] is False and reply["error"]["code"] == code, (payload, reply)
+            if code == "unsupported_version":
+                assert reply["versions"] == [1]
         # a REQ socket works too, and the server still answers
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
