@@ -24,10 +24,13 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-try:  # vendored next to messages.py (Blender add-on) or inside the package
+try:  # inside the package, or vendored next to messages.py (the Blender add-on)
     from realtalk_bridge.sidecar import messages as m
-except ImportError:  # pragma: no cover - the vendored layout
-    import messages as m  # type: ignore
+except ImportError:  # pragma: no cover - the vendored layouts
+    try:
+        from . import messages as m  # type: ignore  # a package holding client.py + messages.py
+    except ImportError:
+        import messages as m  # type: ignore  # both files on sys.path
 
 DEFAULT_PUB = "tcp://127.0.0.1:47200"
 DEFAULT_CTL = "tcp://127.0.0.1:47201"
