@@ -96,8 +96,9 @@ class Sidecar:
         self.close()
 
 
-def push_realtime(client, stream, audio, chunk, start, stop=None, loop_until=None) -> int:
-    """Push `audio` in chunks paced by the audio clock from wall time `start`; returns samples sent."""
+def push_realtime(client, stream, audio, chunk, start, stop=None, loop_until=None, late=None) -> int:
+    """Push `audio` in chunks paced by the audio clock from wall time `start`; returns samples sent.
+    `late` (a list) collects how many ms after its due time each chunk actually left."""
     sent = 0
     while True:
         for a in range(0, len(audio), chunk):
@@ -106,6 +107,8 @@ def push_realtime(client, stream, audio, chunk, start, stop=None, loop_until=Non
             delay = due - time.time()
             if delay > 0:
                 time.sleep(delay)
+            if late is not None:
+                late.append(1000.0 * (time.time() - due))
             client.push_audio(stream, part)
             sent += len(part)
             if stop is not None and stop.is_set():
@@ -123,6 +126,7 @@ class Collector(threading.Thread):
 
         self.sub = Subscriber(pub, streams=streams, layouts=layouts)
         self.rows: list[tuple[str, int, float, float]] = []
+        self.sent: list[float] = []  # the sidecar's `wall` of each frame, to split latency into send / delivery
         self.stop = threading.Event()
 
     def run(self):
@@ -130,6 +134,7 @@ class Collector(threading.Thread):
             f = self.sub.recv(timeout=0.1)
             if f is not None:
                 self.rows.append((f.stream, f.seq, f.t, f.recv_wall))
+                self.sent.append(f.wall)
         self.sub.close()
 
 
@@ -171,6 +176,7 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
         starts: dict[str, float] = {}
         expected: dict[str, int] = {}
         live_until: dict[str, float] = {}
+        late: list[float] = []
         errors: list[str] = []
 
         def pusher(i):
@@ -181,7 +187,7 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
                     start = time.time() + 0.05
                     starts[stream] = start
                     sent = push_realtime(pc, stream, audio, chunk, start,
-                                         loop_until=(start + duration) if soak else None)
+                                         loop_until=(start + duration) if soak else None, late=late)
                     live_until[stream] = sent / 16000.0 - lookahead_ms / 1000.0
                     expected[stream] = pc.stream_close(stream)["frames"]
             except Exception as exc:  # reported in the JSON, not swallowed
@@ -211,6 +217,9 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
             col.join(5)
         rss = sc.rss_peak or rss_mb(sc.proc.pid)
     lat = np.concatenate([_latencies(col.rows, starts, live_until) for col in collectors])
+    # the same measured at the sidecar's send time (frame `wall`): what the sidecar itself adds
+    sent_rows = [(s, q, t, w) for col in collectors for (s, q, t, _), w in zip(col.rows, col.sent)]
+    lat_sent = _latencies(sent_rows, starts, live_until)
     lost = sum(_lost(col.rows, expected) for col in collectors)
     received = sum(len(col.rows) for col in collectors)
     target = lookahead_ms + 30.0
@@ -222,6 +231,9 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
         "latency_ms_p95": round(float(np.percentile(lat, 95)), 2) if lat.size else None,
         "latency_ms_max": round(float(lat.max()), 2) if lat.size else None,
+        "send_latency_ms_p50": round(float(np.percentile(lat_sent, 50)), 2) if lat_sent.size else None,
+        "send_latency_ms_p95": round(float(np.percentile(lat_sent, 95)), 2) if lat_sent.size else None,
+        "push_late_ms_p95": round(float(np.percentile(late, 95)), 2) if late else None,
         "target_ms": target, "meets_target": bool(lat.size and np.percentile(lat, 95) <= target),
         "rss_mb": round(rss, 1) if rss else None,
         "sidecar_cpu_percent": round(100 * (cpu1 - cpu0) / wall, 1) if cpu0 is not None and cpu1 is not None else None, "cpus": os.cpu_count(), "errors": errors,
