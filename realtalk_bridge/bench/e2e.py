@@ -236,6 +236,7 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
         "push_late_ms_p95": round(float(np.percentile(late, 95)), 2) if late else None,
         "target_ms": target, "meets_target": bool(lat.size and np.percentile(lat, 95) <= target),
         "rss_mb": round(rss, 1) if rss else None,
+        "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,  # others' load skews latency
         "sidecar_cpu_percent": round(100 * (cpu1 - cpu0) / wall, 1) if cpu0 is not None and cpu1 is not None else None, "cpus": os.cpu_count(), "errors": errors,
         "_latencies": lat,
     }
