@@ -136,3 +136,30 @@ def test_checkpoint_roundtrip(tmp_path):
     bad.write_bytes(b"\x00" * 16)
     with pytest.raises(ValueError):
         load_checkpoint(bad)
+
+
+def test_vertex_loss_with_the_shipped_face_model():
+    # the real ARKit face model (face branch): eq. 4 through FaceModel.vertices with identity and pose
+    fm_mod = pytest.importorskip("realtalk_bridge.face.face_model")
+    try:
+        fm = fm_mod.load_face_model("arkit")
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"shipped face model not available: {exc}")
+    from realtalk_bridge.face.arkit import ARKIT_NAMES
+    from realtalk_bridge.train.a2e import mouth_basis_for
+
+    mb = mouth_basis_for("arkit", list(ARKIT_NAMES))
+    mouth = fm.regions["mouth"]
+    assert mb.shape == (3 * len(mouth), 52)
+    rng = np.random.default_rng(3)
+    alpha = rng.normal(size=fm.id_basis.shape[1])
+    pose = np.array([0.1, -0.2, 0.05, 1.0, 2.0, -30.0])
+    beta, beta_hat = rng.uniform(0, 1, size=(2, 3, 52))
+    explicit = np.mean([np.sum((fm.vertices(alpha, beta[t], pose)[mouth] - fm.vertices(alpha, beta_hat[t], pose)[mouth]) ** 2)
+                        for t in range(3)])
+    _, parts = a2e_loss(torch.tensor(beta_hat[None], dtype=torch.float32), torch.tensor(beta[None], dtype=torch.float32),
+                        torch.tensor(mb))
+    assert parts["vertex"] == pytest.approx(explicit, rel=1e-3)
+    # jawOpen moves the mouth, eyeBlinkLeft does not
+    assert np.abs(mb[:, ARKIT_NAMES.index("jawOpen")]).max() > 0.1
+    assert np.abs(mb[:, ARKIT_NAMES.index("eyeBlinkLeft")]).max() < 1e-6

@@ -59,10 +59,10 @@ def test_reader_rejects_bad_data(tmp_path, data):
         read_dataset(bad)
 
 
-def _train(data, out, *extra):
+def _train(data, out, *extra, face="none"):
     return main(["train", "a2e", "--data", str(data), "--out", str(out), "--config", "tiny", "--batch", "4",
-                 "--val-every", "10", "--save-every", "10", "--val-batches", "2", "--threads", "1", "--face", "none",
-                 "--warmup", "5", *extra])
+                 "--val-every", "10", "--save-every", "10", "--val-batches", "2", "--threads", "1", "--face", face,
+                 "--warmup", "5", "--device", "cpu", *extra])
 
 
 def test_train_cli_writes_checkpoints_log_plot_and_resumes_exactly(data, tmp_path):
@@ -91,3 +91,14 @@ def test_train_cli_writes_checkpoints_log_plot_and_resumes_exactly(data, tmp_pat
 def test_train_cli_errors(tmp_path, capsys):
     assert main(["train", "a2e", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_train_with_the_face_model_vertex_loss(data, tmp_path):
+    fm_mod = pytest.importorskip("realtalk_bridge.face.face_model")
+    try:
+        fm_mod.load_face_model("arkit")
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"shipped face model not available: {exc}")
+    assert _train(data, tmp_path / "v", "--steps", "10", face="arkit") == 0
+    val = [json.loads(line) for line in (tmp_path / "v" / "log.jsonl").read_text().splitlines()][-1]
+    assert val["val_vertex"] > 0 and val["val_loss"] == pytest.approx(val["val_mse"] + 0.1 * val["val_vertex"], rel=1e-4)

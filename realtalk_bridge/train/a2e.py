@@ -226,13 +226,14 @@ def fit(model, sampler, steps: int, lr: float = 1e-3, mouth_b=None, w_vertex: fl
     from realtalk_bridge.nets.a2e import a2e_loss
 
     opt = optimizer or make_optimizer(model, lr)
-    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32)
+    dev = next(model.parameters()).device
+    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32, device=dev)
     model.train()
     for step in range(start_step, steps if stop_step is None else min(stop_step, steps)):
         cur = lr_at(step, steps, lr, warmup)
         for g in opt.param_groups:
             g["lr"] = cur
-        a, i, h, y = (torch.from_numpy(np.ascontiguousarray(v)) for v in sampler(step))
+        a, i, h, y = (torch.from_numpy(np.ascontiguousarray(v)).to(dev) for v in sampler(step))
         loss, parts = a2e_loss(model(a, i, h), y, mb, w_vertex)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower --lr")
@@ -258,12 +259,13 @@ def evaluate(model, batches, mouth_b=None, w_vertex: float = 0.1) -> dict[str, f
 
     from realtalk_bridge.nets.a2e import a2e_loss
 
-    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32)
+    dev = next(model.parameters()).device
+    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32, device=dev)
     model.eval()
     tot: dict[str, float] = {}
     with torch.no_grad():
         for b in batches:
-            a, i, h, y = (torch.from_numpy(v) for v in b)
+            a, i, h, y = (torch.from_numpy(v).to(dev) for v in b)
             loss, parts = a2e_loss(model(a, i, h), y, mb, w_vertex)
             parts["loss"] = float(loss)
             for k, v in parts.items():
@@ -282,7 +284,7 @@ def save_train_state(path: Path, opt, step: int, rng: np.random.Generator, histo
     tensors = {}
     for idx, st in sd["state"].items():
         for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
     tensors["torch_rng"] = torch.get_rng_state()
     meta = {
         "param_groups": json.dumps(sd["param_groups"]),
@@ -393,7 +395,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stop-at", type=int, default=None,
                         help="save and stop after this step (continue later with --resume; the schedule is --steps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a busy 2-core machine more threads spin and run 10x slower)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda, cuda:1")
 
 
 def run(args) -> int:
@@ -413,6 +417,7 @@ def train(args) -> float:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     manifest, clips = read_dataset(args.data)
     names = manifest["names"]
     layout = manifest.get("space", "custom")
@@ -433,7 +438,7 @@ def train(args) -> float:
         if not (last.is_file() and state_path.is_file()):
             raise FileNotFoundError(f"--resume: no {last.name} + {state_path.name} in {out}")
         model, meta = load_checkpoint(last)
-        model.train()
+        model.to(device).train()
         dims = model.dims
         if meta["names"] != names:
             raise ValueError("--resume: the checkpoint's names differ from the dataset's")
@@ -445,7 +450,7 @@ def train(args) -> float:
         if args.frontend:
             over["frontend"] = args.frontend
         dims = dims_for(args.config, **over)
-        model = A2E(dims, hubert_path=str(args.hubert) if args.hubert else None)
+        model = A2E(dims, hubert_path=str(args.hubert) if args.hubert else None).to(device)
         opt = make_optimizer(model, args.lr)
         step, history, best = 0, [], math.inf
         defaults = dataset_defaults(train_clips, dims.n_hist, np.random.default_rng(args.seed + 1))
