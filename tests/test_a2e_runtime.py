@@ -155,3 +155,22 @@ def test_onnx_without_a2e_metadata_is_refused(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
     with pytest.raises(ValueError, match="not an A2E model"):
         A2ERuntime(p)
+
+
+def test_runtime_needs_no_torch(tiny_a2e_onnx):
+    # the runtime contract: onnxruntime + numpy only (serve and bake must work without the train extra)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from realtalk_bridge.runtime.a2e import A2ERuntime, A2EStream, infer_offline\n"
+        f"rt = A2ERuntime({str(tiny_a2e_onnx)!r})\n"
+        "y = infer_offline(rt, np.zeros(8000, np.float32))\n"
+        "s = A2EStream(rt); f = s.push(np.zeros(8000, np.float32)) + s.flush()\n"
+        "assert len(f) == len(y) == 15, (len(f), len(y))\n"
+        "bad = [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
