@@ -45,6 +45,15 @@ def test_every_input_matters():
         assert (m(a, i, h * 0) - y).abs().max() > 1e-4
 
 
+def test_dims_overrides_are_typed_and_checked():
+    from realtalk_bridge.nets.a2e import parse_overrides
+
+    assert parse_overrides(["d_model=96", "frontend=hubert", "dropout=0.2"]) == {"d_model": 96, "frontend": "hubert", "dropout": 0.2}
+    for bad in (["nope=1"], ["d_model"], ["d_model=abc"], ["hubert_config=1"]):
+        with pytest.raises(ValueError):
+            parse_overrides(bad)
+
+
 def test_dims_validation_and_configs():
     with pytest.raises(ValueError, match="2 \\* n_frames"):
         A2EDims(n_audio=30)

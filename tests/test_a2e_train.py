@@ -62,7 +62,7 @@ def test_reader_rejects_bad_data(tmp_path, data):
 def _train(data, out, *extra, face="none"):
     return main(["train", "a2e", "--data", str(data), "--out", str(out), "--config", "tiny", "--batch", "4",
                  "--val-every", "10", "--save-every", "10", "--val-batches", "2", "--threads", "1", "--face", face,
-                 "--warmup", "5", "--device", "cpu", *extra])
+                 "--warmup", "5", "--device", "cpu", "--dims", "d_ff=48", *extra])
 
 
 def test_train_cli_writes_checkpoints_log_plot_and_resumes_exactly(data, tmp_path):
@@ -74,6 +74,7 @@ def test_train_cli_writes_checkpoints_log_plot_and_resumes_exactly(data, tmp_pat
         assert (a / f).is_file(), f
     meta = read_checkpoint_meta(a / "last.safetensors")
     assert meta["step"] == 20 and meta["layout"] == "arkit52" and len(meta["defaults"]["history"]) == 4
+    assert meta["dims"]["d_ff"] == 48 and meta["dims"]["d_model"] == 32  # --dims over the tiny config
     vals = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
     assert [v["step"] for v in vals if "val" in v] == [10, 20]
     # interrupted at 10, resumed to 20: the same weights as the uninterrupted run

@@ -24,6 +24,7 @@ def add_arguments(parser) -> None:
     src.add_argument("--random-init", action="store_true",
                      help="time an untrained model built with torch from --config (no shipped model needed)")
     parser.add_argument("--config", default="default", help="named dims for --random-init (tiny, default, paper)")
+    parser.add_argument("--dims", nargs="*", metavar="KEY=VALUE", help="override dims for --random-init, e.g. d_model=96")
     parser.add_argument("--steps", type=int, default=500, help="timed model steps")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio streamed for the real-time factor")
@@ -32,7 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--providers", default=None, help="comma-separated onnxruntime providers (default: CPU)")
 
 
-def _random_init_model(config: str, folder: Path) -> Path:
+def _random_init_model(config: str, folder: Path, overrides: dict | None = None) -> Path:
     import torch
 
     from realtalk_bridge.face.arkit import ARKIT_LAYOUT, ARKIT_NAMES
@@ -40,7 +41,7 @@ def _random_init_model(config: str, folder: Path) -> Path:
     from realtalk_bridge.runtime.export import export_onnx
 
     torch.manual_seed(0)
-    model = A2E(dims_for(config)).eval()
+    model = A2E(dims_for(config, **(overrides or {}))).eval()
     path = folder / f"random-{config}.onnx"
     export_onnx(model, list(ARKIT_NAMES), ARKIT_LAYOUT, path)
     return path
@@ -130,7 +131,9 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if args.random_init:
-                model = _random_init_model(args.config, Path(tmp))
+                from realtalk_bridge.nets.a2e import parse_overrides
+
+                model = _random_init_model(args.config, Path(tmp), parse_overrides(args.dims))
             else:
                 from realtalk_bridge.runtime.a2e import DEFAULT_MODEL
 
@@ -143,7 +146,7 @@ def run(args) -> int:
             print(f"bench a2e: {exc}", file=sys.stderr)
             return 1
         if args.random_init:
-            result["model"] = f"random-init:{args.config}"
+            result["model"] = f"random-init:{args.config}" + ("".join(f" {d}" for d in args.dims) if args.dims else "")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -75,6 +75,24 @@ CONFIGS: dict[str, dict] = {
 }
 
 
+def parse_overrides(items: list[str] | None) -> dict:
+    """["d_model=96", "frontend=hubert"] -> {"d_model": 96, "frontend": "hubert"} (typed by A2EDims' fields)."""
+    out: dict = {}
+    fields = A2EDims.__dataclass_fields__
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields or key == "hubert_config":
+            raise ValueError(f"bad dims override {item!r}; use KEY=VALUE with KEY one of "
+                             f"{', '.join(k for k in fields if k != 'hubert_config')}")
+        default = getattr(A2EDims(), key)
+        try:
+            out[key] = type(default)(val)
+        except ValueError as exc:
+            raise ValueError(f"dims override {item!r}: {exc}") from exc
+    return out
+
+
 def dims_for(config: str, **overrides) -> A2EDims:
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; choose from {sorted(CONFIGS)}")

@@ -380,6 +380,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints, log and loss plot")
     parser.add_argument("--config", default="default", help="named dims: tiny, default, paper")
     parser.add_argument("--frontend", choices=("mel", "hubert"), help="override the config's audio front-end")
+    parser.add_argument("--dims", nargs="*", metavar="KEY=VALUE", help="override dims of the config, e.g. d_model=96 n_enc=2")
     parser.add_argument("--hubert", type=Path, help="local transformers HuBERT folder to start the hubert front-end from")
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=32)
@@ -446,7 +447,9 @@ def train(args) -> float:
         step, history, best = load_train_state(state_path, opt, rng)
         defaults = meta.get("defaults")
     else:
-        over = {"n_expr": len(names), "n_id": int(train_clips[0].identity.size)}
+        from realtalk_bridge.nets.a2e import parse_overrides
+
+        over = {**parse_overrides(args.dims), "n_expr": len(names), "n_id": int(train_clips[0].identity.size)}
         if args.frontend:
             over["frontend"] = args.frontend
         dims = dims_for(args.config, **over)
