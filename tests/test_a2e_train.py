@@ -103,3 +103,21 @@ def test_train_with_the_face_model_vertex_loss(data, tmp_path):
     assert _train(data, tmp_path / "v", "--steps", "10", face="arkit") == 0
     val = [json.loads(line) for line in (tmp_path / "v" / "log.jsonl").read_text().splitlines()][-1]
     assert val["val_vertex"] > 0 and val["val_loss"] == pytest.approx(val["val_mse"] + 0.1 * val["val_vertex"], rel=1e-4)
+
+
+def test_gain_augmentation_scales_audio_only(data):
+    _, clips = read_dataset(data)
+    dims = dims_for("tiny")
+    ratios = []
+    for seed in range(30):
+        a0, _, h0, y0 = sample_batch(clips, dims, 1, np.random.default_rng(seed))
+        a1, _, h1, y1 = sample_batch(clips, dims, 1, np.random.default_rng(seed), gain_db=6.0)
+        # same window and targets; only the audio level changes
+        np.testing.assert_array_equal(y0, y1)
+        np.testing.assert_array_equal(h0, h1)
+        if np.abs(a0).max() > 0:
+            r = np.abs(a1).max() / np.abs(a0).max()
+            np.testing.assert_allclose(a1, a0 * r, rtol=1e-5, atol=1e-7)
+            ratios.append(r)
+    ratios = np.array(ratios)
+    assert np.all((ratios >= 10 ** (-6 / 20) - 1e-4) & (ratios <= 10 ** (6 / 20) + 1e-4)) and ratios.std() > 0.05

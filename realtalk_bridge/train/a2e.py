@@ -85,11 +85,14 @@ def read_dataset(folder: str | Path) -> tuple[dict, list[Clip]]:
     return manifest, clips
 
 
-def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator,
+                 gain_db: float = 0.0) -> tuple[np.ndarray, ...]:
     """Random windows -> audio (B, W), identity (B, n_id), history (B, N, E), target (B, T, E).
 
-    The window may start up to T-1 frames before the clip or run past its end (silence there, and the
+    The window may start up to T/2 frames before the clip or run past its end (silence there, and the
     target holds the first/last frame), so the model sees the stream's zero-padded edges too.
+    `gain_db` > 0: each window gets a random gain in [-gain_db, +gain_db] dB (microphone levels vary;
+    the log-mel front-end has fixed scaling).
     """
     W, T, N = dims.window_samples, dims.n_frames, dims.n_hist
     E = clips[0].expr.shape[1]
@@ -108,6 +111,8 @@ def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator) 
         target[b] = c.expr[np.clip(np.arange(f0, f0 + T), 0, n - 1)]
         ident[b] = c.identity
         hist[b] = c.expr[np.sort(rng.integers(0, n, N))]
+        if gain_db > 0:
+            audio[b] *= np.float32(10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0))
     return audio, ident, hist, target
 
 
@@ -386,6 +391,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--gain-db", type=float, default=6.0, help="random per-window gain range in dB (0: off)")
     parser.add_argument("--w-vertex", type=float, default=0.1, help="weight of the mouth-vertex loss (paper: 0.1)")
     parser.add_argument("--face", default="arkit",
                         help="face model for the vertex loss: 'arkit' (shipped), a BFM .mat path, or 'none'")
@@ -482,7 +488,7 @@ def train(args) -> float:
         end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
         while step < end:
             stop = min(end, (step // args.val_every + 1) * args.val_every)
-            fit(model, lambda s: sample_batch(train_clips, dims, args.batch, rng), args.steps, lr=args.lr,
+            fit(model, lambda s: sample_batch(train_clips, dims, args.batch, rng, args.gain_db), args.steps, lr=args.lr,
                 mouth_b=mouth_b, w_vertex=args.w_vertex, log=log, optimizer=opt, start_step=step, stop_step=stop,
                 warmup=args.warmup)
             step = stop
