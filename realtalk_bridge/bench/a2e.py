@@ -3,11 +3,12 @@
 One "step" is one model call on one window (batch 1), which the stream makes once per 25 fps model
 frame (every 40 ms of audio). The real-time factor streams synthetic speech-like audio through
 `A2EStream` in 20 ms chunks and divides the compute time by the audio duration. Writes the JSON
-(`step_ms_median`, `step_ms_p95`, `rtf`, `params`, `provider`, ...) and a histogram PNG beside it.
+(`step_ms_median`, `step_ms_p95`, `rtf`, `params`, `provider`, `offline_rtf` for bake, ...) and a histogram PNG beside it.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def _random_init_model(config: str, folder: Path, overrides: dict | None = None)
 
 def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0, threads: int = 1, fps: int = 30,
           providers: list[str] | None = None) -> tuple[dict, np.ndarray]:
-    from realtalk_bridge.runtime.a2e import A2ERuntime, A2EStream
+    from realtalk_bridge.runtime.a2e import A2ERuntime, A2EStream, infer_offline
     from realtalk_bridge.train.a2e import synth_clip
 
     rt = A2ERuntime(model, providers=providers or ["CPUExecutionProvider"], threads=threads)
@@ -82,6 +83,10 @@ def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0
     n_frames += len(stream.flush())
     elapsed = time.perf_counter() - t0
     audio_s = len(clip.audio) / rt.sample_rate
+    # offline (bake): the same windows, batched
+    t0 = time.perf_counter()
+    infer_offline(rt, clip.audio, fps=fps)
+    offline = time.perf_counter() - t0
 
     result = {
         "model": str(model),
@@ -98,9 +103,11 @@ def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0
         "rtf_audio_s": audio_s,
         "rtf_frames": n_frames,
         "rtf_fps": fps,
+        "offline_rtf": offline / audio_s,
         "steps_per_audio_s": rt.fps,
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor()},
+        # the load average tells whether other jobs shared the cores during the run
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor(), "load_avg_1m": os.getloadavg()[0]},
     }
     return result, ms
 
