@@ -183,18 +183,20 @@ def infer_offline(rt: A2ERuntime, audio, fps: int = 30, lookahead_ms: float = 80
     W, fs = rt.window_samples, rt.frame_samples
     pad_right = max(0, (n_model - 1) * fs + la - len(x))
     buf = np.concatenate([np.zeros(W, np.float32), x, np.zeros(pad_right, np.float32)])
-    windows = np.empty((n_model, rt.n_frames, rt.n_expr), np.float32)
-    for s in range(0, n_model, batch):
+    out = np.empty((n_out, rt.n_expr), np.float32)
+    i = 0
+    for s in range(0, n_model, batch):  # batches of windows; memory stays flat for hour-long files
         ks = np.arange(s, min(s + batch, n_model))
         starts = ks * fs + la  # window start in buf coordinates (buf index = sample index + W)
         wins = np.stack([buf[a:a + W] for a in starts])
         b = len(ks)
-        windows[s:s + b] = rt.run(wins, np.broadcast_to(alpha, (b, rt.n_id)).copy(),
-                                  np.broadcast_to(hist, (b,) + hist.shape).copy())
-    out = np.empty((n_out, rt.n_expr), np.float32)
-    for i in range(n_out):
-        k, rem = _needed(i, fps, rt.fps)
-        out[i] = _read(windows[k], *_position(rt, la, rem, fps))
+        y = rt.run(wins, np.broadcast_to(alpha, (b, rt.n_id)).copy(), np.broadcast_to(hist, (b,) + hist.shape).copy())
+        while i < n_out:
+            k, rem = _needed(i, fps, rt.fps)
+            if k >= s + b:
+                break
+            out[i] = _read(y[k - s], *_position(rt, la, rem, fps))
+            i += 1
     return out
 
 
