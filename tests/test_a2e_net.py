@@ -129,13 +129,21 @@ def test_tiny_model_overfits_a_small_batch():
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
 
 
-def test_checkpoint_roundtrip(tmp_path):
-    dims = dims_for("tiny")
+@pytest.mark.parametrize("config", ["tiny", "hubert"])
+def test_checkpoint_roundtrip(tmp_path, config):
+    if config == "hubert":
+        pytest.importorskip("transformers")
+        # the HuBERT config travels inside the checkpoint: the model is rebuilt from it alone
+        dims = dims_for("hubert", d_model=32, n_head=2, n_enc=1, n_dec=1, d_ff=64, n_hist=4, n_id=8)
+    else:
+        dims = dims_for("tiny")
     m = A2E(dims).eval()
     p = tmp_path / "a.safetensors"
     save_checkpoint(p, m, [f"n{i}" for i in range(52)], "arkit52", extra={"step": 7})
     meta = read_checkpoint_meta(p)
     assert meta["dims"]["d_model"] == dims.d_model and meta["step"] == 7 and meta["layout"] == "arkit52"
+    if config == "hubert":
+        assert meta["dims"]["hubert_config"]["hidden_size"] == 64
     m2, meta2 = load_checkpoint(p)
     x = (torch.randn(1, dims.window_samples), torch.randn(1, dims.n_id), torch.randn(1, dims.n_hist, 52))
     with torch.no_grad():
