@@ -458,6 +458,10 @@ def train(args) -> float:
         over = {**parse_overrides(args.dims), "n_expr": len(names), "n_id": int(train_clips[0].identity.size)}
         if args.frontend:
             over["frontend"] = args.frontend
+        if args.hubert:
+            if not Path(args.hubert).is_dir():
+                raise FileNotFoundError(f"--hubert {args.hubert}: not a folder with a transformers HuBERT checkpoint")
+            over["frontend"] = "hubert"
         dims = dims_for(args.config, **over)
         model = A2E(dims, hubert_path=str(args.hubert) if args.hubert else None).to(device)
         opt = make_optimizer(model, args.lr)
