@@ -121,3 +121,25 @@ def test_gain_augmentation_scales_audio_only(data):
             ratios.append(r)
     ratios = np.array(ratios)
     assert np.all((ratios >= 10 ** (-6 / 20) - 1e-4) & (ratios <= 10 ** (6 / 20) + 1e-4)) and ratios.std() > 0.05
+
+
+def test_train_from_a_local_hubert_folder(data, tmp_path):
+    # "weights from a local path when the user has them": a HuBERT saved with save_pretrained
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                    conv_dim=(16,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+                                    do_stable_layer_norm=True, feat_extract_norm="layer")
+    torch.manual_seed(0)
+    hub = transformers.HubertModel(cfg)
+    hub.save_pretrained(tmp_path / "hubert", safe_serialization=True)
+    assert _train(data, tmp_path / "h", "--steps", "2", "--val-every", "2", "--hubert", str(tmp_path / "hubert")) == 0
+    from safetensors.torch import load_file
+
+    meta = read_checkpoint_meta(tmp_path / "h" / "last.safetensors")
+    assert meta["dims"]["frontend"] == "hubert" and meta["dims"]["hubert_config"]["hidden_size"] == 32
+    w = load_file(str(tmp_path / "h" / "last.safetensors"))
+    key = "frontend.hubert.encoder.layers.0.attention.q_proj.weight"
+    # started from the saved weights (2 tiny warm-up steps move them by < 1e-2; a fresh init would differ by ~0.1)
+    ref = hub.state_dict()["encoder.layers.0.attention.q_proj.weight"]
+    assert (w[key] - ref).abs().max() < 1e-2 and (w[key] - ref).abs().max() > 0
+    assert _train(data, tmp_path / "x", "--steps", "2", "--hubert", str(tmp_path / "missing")) == 1
