@@ -400,3 +400,69 @@ def test_microphone_errors_are_events_and_not_fatal(server):
     with Client(server.ctl_endpoint) as c:
         assert c.ping() < 1.0
         assert "mic" in {s["stream"] for s in c.status()["streams"]}
+
+
+class JpegRenderer:
+    """A renderer-like sink: paints a real JPEG per frame (the jaw opening as a bar) and publishes it through
+    the server's callback, from its own thread as a real renderer would."""
+
+    def __init__(self, publish):
+        import queue
+        import threading
+
+        self.publish, self.q, self.sent = publish, queue.Queue(), 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def send(self, stream, seq, t, names, weights, pose):
+        self.q.put((stream, seq, t, float(weights[list(names).index("jawOpen")])))
+
+    def _run(self):
+        import cv2
+
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            stream, seq, t, jaw = item
+            img = np.zeros((32, 48, 3), np.uint8)
+            img[:, : int(48 * min(max(jaw, 0), 1))] = 255
+            ok, jpg = cv2.imencode(".jpg", img)
+            self.sent += self.publish(stream, seq, t, 48, 32, "jpeg", jpg.tobytes())
+
+    def close(self):
+        self.q.put(None)
+        self.thread.join(5)
+
+
+def test_publish_video_from_a_renderer_thread(runtime, speech):
+    import cv2
+
+    srv = Server(runtime, pub="tcp://127.0.0.1:*", ctl="tcp://127.0.0.1:*")
+    srv.sinks.append(JpegRenderer(srv.publish_video))  # the sink needs the server's callback
+    srv.start()
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(srv.pub_endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"video/v")
+    time.sleep(0.3)
+    try:
+        with Client(srv.ctl_endpoint) as c:
+            c.stream_open("v", fps=25)
+            _push_all(c, "v", speech[:8000])
+            n = c.stream_close("v")["frames"]
+        got = []
+        while sub.poll(1000):
+            topic, payload = sub.recv_multipart()
+            got.append(m.validate_stream(m.decode(payload), topic.decode()))
+            if len(got) == n:
+                break
+        with pytest.raises(m.ProtocolError):
+            srv.publish_video("v", 0, 0.0, 2, 2, "rgb8", b"short")  # rgb8 must be w*h*3 bytes
+    finally:
+        srv.stop()
+        sub.close(0)
+    assert len(got) == n == 13 and [g["seq"] for g in got] == list(range(n))
+    img = cv2.imdecode(np.frombuffer(got[0]["data"], np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (32, 48, 3)

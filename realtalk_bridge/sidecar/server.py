@@ -205,9 +205,11 @@ class Server:
         self.stats = {"requests": 0, "errors": 0, "frames": 0, "bakes": 0}
         self._bakes_running = 0
         self._pool = ThreadPoolExecutor(max_workers=MAX_BAKES, thread_name_prefix="bake")
+        self._tls = threading.local()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None  # the one thread that touches the sockets
         self._error: BaseException | None = None
         self._pub_req, self._ctl_req = pub, ctl
         self.pub_endpoint = self.ctl_endpoint = None
@@ -263,11 +265,36 @@ class Server:
     def feeder(self) -> Feeder:
         return Feeder(self)
 
+    def publish_video(self, stream: str, seq: int, t: float, width: int, height: int, encoding: str,
+                      data: bytes) -> bool:
+        """Publish a rendered frame on `video/<stream>` (SPEC 3.4). Safe from any thread (a renderer sink
+        rendering in the background). Never blocks: returns False when the frame had to be dropped."""
+        msg = {"v": m.PROTOCOL, "type": "video", "stream": stream, "seq": int(seq), "t": float(t),
+               "wall": time.time(), "width": int(width), "height": int(height), "encoding": encoding,
+               "data": bytes(data)}
+        m.validate_stream(msg)  # a wrong size or encoding is the caller's bug: raise ProtocolError here
+        frames = [f"video/{stream}".encode(), m.encode(msg)]
+        if threading.current_thread() is self._loop_thread:
+            self.pub.send_multipart(frames)
+            return True
+        sock = getattr(self._tls, "push", None)
+        if sock is None:  # one inproc PUSH per calling thread (sockets are not thread-safe)
+            sock = self._tls.push = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 8)
+            sock.connect(self.internal)
+        try:
+            sock.send_multipart([b"pub"] + frames, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.ctl, zmq.POLLIN)
         poller.register(self.inbox, zmq.POLLIN)
         next_beat = time.monotonic()
+        self._loop_thread = threading.current_thread()
         self._ready.set()
         try:
             while not self._stop.is_set():
@@ -337,6 +364,8 @@ class Server:
             elif kind == b"event":
                 sid = frames[1].decode()
                 self._publish_event(sid, frames[2].decode(), message=frames[3].decode() or None)
+            elif kind == b"pub":  # a frame published from another thread (publish_video)
+                self.pub.send_multipart(frames[1:])
             elif kind == b"reply":
                 self._bakes_running -= 1
                 self.ctl.send_multipart(frames[1:])
