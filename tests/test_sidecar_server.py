@@ -466,3 +466,24 @@ def test_publish_video_from_a_renderer_thread(runtime, speech):
     assert len(got) == n == 13 and [g["seq"] for g in got] == list(range(n))
     img = cv2.imdecode(np.frombuffer(got[0]["data"], np.uint8), cv2.IMREAD_COLOR)
     assert img.shape == (32, 48, 3)
+
+
+def test_concurrent_bakes_beyond_the_limit_are_busy(server, speech):
+    """Bakes run on a 2-thread pool: a third one sent while two run gets `busy`; the others complete."""
+    x = np.tile(speech, 3)  # ~18 s: each bake takes a while
+    d = zmq.Context.instance().socket(zmq.DEALER)
+    d.setsockopt(zmq.LINGER, 0)
+    d.connect(server.ctl_endpoint)
+    try:
+        for i in range(3):
+            d.send_multipart([b"", m.encode({"v": 1, "op": "bake", "id": i, "audio": m.pack_f32(x),
+                                              "format": "f32", "sample_rate": 16000, "fps": 25.0})])
+        replies = {}
+        while len(replies) < 3 and d.poll(30000):
+            r = m.validate_reply(m.decode(d.recv_multipart()[-1]))
+            replies[r["id"]] = r
+    finally:
+        d.close(0)
+    assert replies[2]["ok"] is False and replies[2]["error"]["code"] == "busy"
+    assert replies[0]["ok"] and replies[1]["ok"] and replies[0]["n_frames"] == int(np.ceil(len(x) * 25 / 16000))
+    assert replies[0]["w"] == replies[1]["w"]
