@@ -304,7 +304,7 @@ class Server:
                     self._expire_idle(now)
                     next_beat = now + self.heartbeat_s
                 timeout_ms = max(1, min(100, int((next_beat - now) * 1000)))
-                ready = dict(poller.poll(timeout_ms))
+                poller.poll(timeout_ms)
                 # drain a bounded number per turn so neither side starves the other
                 for _ in range(64):
                     if not self._poll_once(self.inbox, self._on_internal):
@@ -312,7 +312,6 @@ class Server:
                 for _ in range(64):
                     if not self._poll_once(self.ctl, self._on_request):
                         break
-                del ready
         except Exception as exc:  # a bug in the loop itself: keep the traceback for the caller
             self._error = exc
             log.exception("sidecar loop failed")
@@ -326,8 +325,8 @@ class Server:
                 self._close_stream(st, "sidecar stopping")
             except Exception:
                 log.exception("closing stream %s", st.stream)
+        # a running bake finishes; its reply is dropped with the sockets (the client times out)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        # drain bake replies that finished meanwhile (they are dropped: the clients will time out)
         for sink in self.sinks:
             try:
                 sink.close()
