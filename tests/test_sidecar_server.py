@@ -436,7 +436,7 @@ class JpegRenderer:
 
 
 def test_publish_video_from_a_renderer_thread(runtime, speech):
-    import cv2
+    cv2 = pytest.importorskip("cv2", reason="opencv (the vision extra) paints the test JPEGs")
 
     srv = Server(runtime, pub="tcp://127.0.0.1:*", ctl="tcp://127.0.0.1:*")
     srv.sinks.append(JpegRenderer(srv.publish_video))  # the sink needs the server's callback
