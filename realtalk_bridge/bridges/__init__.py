@@ -271,7 +271,7 @@ def make_sinks(args_or_config: Any) -> list[UDPSink]:
             sinks.append(IFacialMocapSink(host, port, profile=arkit_profile, stream=stream))
         if o.get("livelink") not in (None, False):
             host, port = parse_endpoint(o["livelink"], LiveLinkSink.default_port, "livelink")
-            sinks.append(LiveLinkSink(host, port, subject=o.get("livelink_subject") or "RealTalk",
+            sinks.append(LiveLinkSink(host, port, subject=o.get("livelink_subject", "RealTalk"),
                                       profile=arkit_profile, stream=stream))
     except Exception:
         for s in sinks:

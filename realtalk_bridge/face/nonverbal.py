@@ -83,12 +83,14 @@ def lip_closure(get) -> float:
     """0..1: how firmly the speech channel holds the lips together (mouthClose, press, roll)."""
     press = 0.5 * (get("mouthPressLeft") + get("mouthPressRight"))
     roll = 0.5 * (get("mouthRollLower") + get("mouthRollUpper"))
-    return float(np.clip(max(4.0 * get("mouthClose"), 3.0 * press, 3.0 * roll), 0.0, 1.0))
+    # ARKit coefficients from a regressor are rarely exactly 0: a fifth of the range already
+    # means the speech channel wants the lips together
+    return float(np.clip(5.0 * max(get("mouthClose"), press, roll), 0.0, 1.0))
 
 
 def screen(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Add b on top of a without passing 1 and without lowering a (a 'screen' blend)."""
-    return 1.0 - (1.0 - a) * (1.0 - b)
+    return np.maximum(a, 1.0 - (1.0 - a) * (1.0 - b))  # maximum: no float rounding below a
 
 
 class NonVerbal:

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from realtalk_bridge.cli import main
+from realtalk_bridge.face.arkit import ARKIT_INDEX, ARKIT_NAMES
+from realtalk_bridge.face.retarget import (ProfileError, Retargeter, load_profile, parse_profile, preset_names,
+                                           profile_to_toml, retarget_frames)
+
+OVR = ["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou"]
+
+
+def arkit(**values) -> np.ndarray:
+    w = np.zeros(52, np.float32)
+    for k, v in values.items():
+        w[ARKIT_INDEX[k]] = v
+    return w
+
+
+@pytest.mark.parametrize("name", ["arkit", "vrm1", "vrm0", "ovr"])
+def test_every_preset_loads_and_maps_real_arkit_names(name):
+    assert name in preset_names()
+    prof = load_profile(name)
+    names = prof.output_names()
+    assert len(names) == len(set(names)) > 0
+    for ch in prof.channels:
+        assert set(ch.map) <= set(ARKIT_NAMES)
+    # every channel stays inside its clamp for any input in the unit cube
+    r = Retargeter(prof)
+    for w in np.random.default_rng(0).uniform(0, 1, (50, 52)).astype(np.float32):
+        y = r(w)
+        assert np.all(y >= r.lo) and np.all(y <= r.hi)
+
+
+def test_preset_channel_sets():
+    assert load_profile("arkit").output_names() == ARKIT_NAMES
+    assert set(["aa", "ih", "ou", "ee", "oh", "blinkLeft", "blinkRight", "happy", "angry", "sad", "surprised",
+                "lookUp", "lookDown", "lookLeft", "lookRight"]) == set(load_profile("vrm1").output_names())
+    assert load_profile("vrm0").output_names()[:7] == ("A", "I", "U", "E", "O", "Blink_L", "Blink_R")
+    assert list(load_profile("ovr").output_names()) == OVR
+
+
+def test_vowels_and_visemes_respond_to_the_right_shapes():
+    vrm = Retargeter("vrm1")
+    names = vrm.names
+    open_a = dict(zip(names, vrm(arkit(jawOpen=0.6))))
+    rounded = dict(zip(names, vrm(arkit(mouthPucker=0.7, jawOpen=0.1))))
+    assert open_a["aa"] > 0.8 and open_a["aa"] > open_a["ou"]
+    assert rounded["ou"] > 0.7 and rounded["ou"] > rounded["aa"]
+    # lips sealed with the jaw open (mouthClose == jawOpen) is not an "a"
+    assert dict(zip(names, vrm(arkit(jawOpen=0.3, mouthClose=0.3))))["aa"] == 0.0
+    ovr = Retargeter("ovr")  # ovr.toml smooths: reset between unrelated frames
+    rest = dict(zip(ovr.names, ovr(arkit())))
+    ovr.reset()
+    assert rest["sil"] == 1.0 and max(v for k, v in rest.items() if k != "sil") == 0.0
+    bilabial = dict(zip(ovr.names, ovr(arkit(mouthPressLeft=0.5, mouthPressRight=0.5, mouthClose=0.1))))
+    assert max(bilabial, key=bilabial.get) == "PP"
+    ovr.reset()
+    assert dict(zip(ovr.names, ovr(arkit(tongueOut=0.8))))["TH"] == pytest.approx(1.0)
+
+
+def test_linear_map_gain_offset_clamp():
+    prof = parse_profile("""
+version = 1
+[defaults]
+clamp = [-1.0, 2.0]
+[channels.mix]
+map = { jawOpen = 0.5, mouthClose = -1.0 }
+gain = 2.0
+offset = 0.1
+[channels.capped]
+map = { jawOpen = 1.0 }
+clamp = [0.0, 0.3]
+""")
+    r = Retargeter(prof)
+    y = r(arkit(jawOpen=0.8, mouthClose=0.2))
+    assert r.names == ("mix", "capped")
+    assert y[0] == pytest.approx(2.0 * (0.4 - 0.2) + 0.1)
+    assert y[1] == pytest.approx(0.3)
+    assert r(arkit(mouthClose=1.0))[0] == pytest.approx(-1.0)  # the defaults' lower clamp
+
+
+def test_smoothing_means_the_same_at_any_fps():
+    prof = parse_profile('version = 1\n[channels.j]\nmap = { jawOpen = 1.0 }\nsmoothing = 0.5\n')
+    step = np.stack([arkit()] + [arkit(jawOpen=1.0)] * 10)
+    _, y25 = retarget_frames(prof, step, fps=25)
+    _, y50 = retarget_frames(prof, np.repeat(step, 2, axis=0)[1:], fps=50)
+    assert y25[1, 0] == pytest.approx(0.5) and y25[2, 0] == pytest.approx(0.75)
+    assert y50[2, 0] == pytest.approx(0.5, abs=1e-5)  # two 50 fps frames == one 25 fps frame
+    # the streaming Retargeter agrees with the offline path, given times
+    r = Retargeter(prof)
+    live = [r(w, t=i / 25)[0] for i, w in enumerate(step)]
+    np.testing.assert_allclose(live, y25[:, 0], atol=1e-6)
+
+
+def test_passthrough_with_overrides_and_extra_channels():
+    prof = parse_profile('version = 1\npassthrough = true\n[channels.jawOpen]\ngain = 2.0\n'
+                         '[channels.mouthOpenExtra]\nmap = { jawOpen = 1.0 }\n')
+    r = Retargeter(prof)
+    assert r.names[:52] == ARKIT_NAMES and r.names[52] == "mouthOpenExtra"
+    y = r(arkit(jawOpen=0.3, eyeBlinkLeft=0.9))
+    assert y[ARKIT_INDEX["jawOpen"]] == pytest.approx(0.6)
+    assert y[ARKIT_INDEX["eyeBlinkLeft"]] == pytest.approx(0.9) and y[52] == pytest.approx(0.3)
+
+
+def test_other_source_layout_missing_shapes_read_as_zero():
+    r = Retargeter("vrm1", source_names=["jawOpen", "eyeBlinkLeft"])
+    y = dict(zip(r.names, r(np.array([0.5, 1.0], np.float32))))
+    assert y["aa"] == pytest.approx(0.75) and y["blinkLeft"] == 1.0 and y["blinkRight"] == 0.0
+    assert "mouthClose" in r.missing
+    with pytest.raises(ValueError, match="expected 2 weights"):
+        r(np.zeros(52))
+
+
+def test_json_profile_equals_toml(tmp_path):
+    data = {"version": 1, "name": "rig", "channels": {"Mouth_Open": {"map": {"jawOpen": 1.0}, "gain": 1.2},
+                                                     "Blink": {"map": {"eyeBlinkLeft": 0.5, "eyeBlinkRight": 0.5}}}}
+    j = tmp_path / "rig.json"
+    j.write_text(json.dumps(data, indent=2))
+    t = tmp_path / "rig.toml"
+    t.write_text('version = 1\nname = "rig"\n[channels.Mouth_Open]\nmap = { jawOpen = 1.0 }\ngain = 1.2\n'
+                 '[channels.Blink]\nmap = { eyeBlinkLeft = 0.5, eyeBlinkRight = 0.5 }\n')
+    pj, pt = load_profile(j), load_profile(t)
+    assert pj.channels == pt.channels and pj.name == pt.name == "rig"
+
+
+@pytest.mark.parametrize("name", ["vrm1", "ovr", "arkit"])
+def test_toml_writer_round_trips(name):
+    prof = load_profile(name)
+    again = parse_profile(profile_to_toml(prof, header="written by a test\nsecond line"))
+    assert again.channels == prof.channels and again.passthrough == prof.passthrough
+    assert again.defaults == prof.defaults and again.name == prof.name
+
+
+BAD = [
+    # (text, fmt, words in the message, line)
+    ('version = 1\n[channels.aa]\nmap = { jawopen = 1.0 }\n', "toml", ["jawopen", "did you mean 'jawOpen'"], 3),
+    ('version = 1\n\n[channels.aa]\nmap = { jawOpen = 1.0 }\ngain = "big"\n', "toml",
+     ["channels.aa.gain", "expected a number"], 5),
+    ('version = 1\n[channels.aa\nmap = { jawOpen = 1.0 }\n', "toml", ["invalid TOML"], 2),
+    ('version = 2\n[channels.aa]\nmap = { jawOpen = 1.0 }\n', "toml", ["version = 1"], 1),
+    ('version = 1\nnmae = "x"\n', "toml", ["unknown key 'nmae'", "did you mean 'name'"], 2),
+    ('version = 1\n[channels.aa]\nmap = { jawOpen = 1.0 }\nclamp = [1.0, 0.0]\n', "toml", ["low <= high"], 4),
+    ('version = 1\n[channels.aa]\nmap = { jawOpen = 1.0 }\nclamp = [0.0]\n', "toml", ["[low, high]"], 4),
+    ('version = 1\n[channels.aa]\nmap = { jawOpen = 1.0 }\nsmoothing = 1.0\n', "toml", ["0 <= smoothing < 1"], 4),
+    ('version = 1\n[channels.aa]\nmap = { jawOpen = 1.0 }\ngian = 2\n', "toml", ["did you mean 'gain'"], 4),
+    ('version = 1\n[channels.aa]\ngain = 2\n', "toml", ["missing `map`"], 2),
+    ('version = 1\n[channels.aa]\nmap = {}\n', "toml", ["non-empty table"], 3),
+    ('version = 1\n[channels.aa]\nmap = { jawOpen = true }\n', "toml", ["expected a number", "boolean"], 3),
+    ('version = 1\n[channels.aa]\nmap = { jawOpen = nan }\n', "toml", ["finite"], 3),
+    ('version = 1\nsource = "bfm64"\n[channels.aa]\nmap = { jawOpen = 1.0 }\n', "toml", ["unsupported source"], 2),
+    ('version = 1\n', "toml", ["no channels"], None),
+    ('version = 1\n[defaults]\ngain = 1\nbogus = 2\n', "toml", ["defaults.bogus"], 4),
+    ('{"version": 1,\n "channels": {"aa": {"map": {"jawOpen": 1}},}}', "json", ["invalid JSON"], 2),
+    ('{"version": 1,\n "channels": {\n  "aa": {"map": {"jawOpen": "x"}}}}', "json", ["expected a number"], 3),
+    ('[1, 2]', "json", ["top level"], None),
+    ('{"version": 1, "channels": []}', "json", ["table of channels"], 1),
+]
+
+
+@pytest.mark.parametrize("text,fmt,words,line", BAD)
+def test_bad_profiles_say_where_and_what(text, fmt, words, line):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(text, fmt=fmt, path="rig." + fmt)
+    msg = str(err.value)
+    for w in words:
+        assert w in msg, msg
+    assert err.value.line == line, msg
+    if line:
+        assert msg.startswith(f"rig.{fmt}:{line}:"), msg
+
+
+def test_profile_check_command(tmp_path, capsys):
+    good = tmp_path / "good.toml"
+    good.write_text('version = 1\n[channels.Mouth]\nmap = { jawOpen = 1.0 }\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\n[channels.Mouth]\nmap = { jawOpne = 1.0 }\n')
+    assert main(["profile", "check", str(good), "vrm1", "--show"]) == 0
+    out = capsys.readouterr().out
+    assert "ok:" in out and "1 channels" in out and "+1.00*jawOpen" in out
+    assert main(["profile", "check", str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:3:" in err and "did you mean 'jawOpen'" in err
+    assert main(["profile", "check", str(tmp_path / "missing.toml")]) == 1
+    assert "presets: arkit" in capsys.readouterr().err
+
+
+def test_binary_or_huge_files_are_rejected(tmp_path):
+    b = tmp_path / "x.toml"
+    b.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ProfileError, match="UTF-8"):
+        load_profile(b)
