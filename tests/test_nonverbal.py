@@ -165,3 +165,24 @@ def test_other_layouts_are_supported():
     nv.set_emotion("surprised", 1.0)
     out, poses = run(nv, 30, np.zeros(3, np.float32))
     assert out.shape == (30 * FPS, 3) and out[:, 1].max() > 0.9 and not np.any(out[:, 2])
+
+
+def test_serve_options_build_a_configured_layer():
+    import argparse
+
+    from realtalk_bridge.face.nonverbal import add_arguments, from_options, parse_emotion
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    nv = from_options(ARKIT_NAMES, p.parse_args(["--no-blink", "--no-idle", "--emotion", "sad:0.5",
+                                                 "--nonverbal-seed", "4"]))
+    assert (nv.blink, nv.idle, nv.gaze, nv.emotion, nv.strength) == (False, False, True, "sad", 0.5)
+    out, poses = run(nv, 3)
+    assert poses[-1] is None and out[-1, I["browInnerUp"]] == pytest.approx(0.3, abs=0.01)
+    default = from_options(ARKIT_NAMES, p.parse_args([]))
+    assert (default.blink, default.idle, default.gaze, default.strength) == (True, True, True, 0.0)
+    assert from_options(ARKIT_NAMES, {"gaze": False}).gaze is False
+    assert parse_emotion("happy") == ("happy", 1.0)
+    for bad in ("happy:lots", "joyful", "happy:2"):
+        with pytest.raises(ValueError):
+            parse_emotion(bad)

@@ -25,6 +25,15 @@ VMC_NAME_CHOICES = ("arkit", "arkit-pascal", "vrm", "vrm0", "vrm1", "ovr")
 MAX_STREAM_STATES = 64  # per-stream retargeting state kept by a sink
 
 
+# Options this package reads (flag names with `_`), with their defaults: a sidecar config file may
+# set any of them (`vmc = 39539`, `vmc_names = "vrm"`, ...); merge them with the command line and
+# pass the result to `make_sinks`.
+DEFAULTS: dict[str, Any] = {
+    "vmc": None, "vmc_names": "arkit", "vmc_head": False, "ifacialmocap": None, "livelink": None,
+    "livelink_subject": "RealTalk", "arkit_profile": None, "bridge_stream": None,
+}
+
+
 class BridgeConfigError(ValueError):
     """A bridge flag or config value that cannot be used; the message says which and why."""
 

@@ -222,3 +222,41 @@ class NonVerbal:
                     w[idx[n]] = max(w[idx[n]], v)
         pose = self._head_at(t, get("jawOpen"), dt) if self.idle else None
         return w, pose
+
+
+# ---------------------------------------------------------------- options for `serve`
+
+DEFAULTS = {"blink": True, "idle": True, "gaze": True, "emotion": None, "nonverbal_seed": None}
+
+
+def add_arguments(parser) -> None:
+    """`serve` flags that tune the non-verbal layer (switched on by the sidecar's --nonverbal)."""
+    g = parser.add_argument_group("non-verbal channels")
+    g.add_argument("--no-blink", dest="blink", action="store_false", default=None, help="no procedural blinks")
+    g.add_argument("--no-idle", dest="idle", action="store_false", default=None, help="no idle head motion")
+    g.add_argument("--no-gaze", dest="gaze", action="store_false", default=None, help="no gaze drift")
+    g.add_argument("--emotion", default=None, metavar="NAME[:STRENGTH]",
+                   help="start with an emotion overlay: " + ", ".join(EMOTIONS) + " (strength 0..1, default 1)")
+    g.add_argument("--nonverbal-seed", type=int, default=None, help="seed for reproducible blinks and motion")
+
+
+def parse_emotion(text: str) -> tuple[str, float]:
+    """"happy" or "happy:0.5" -> ("happy", 0.5); ValueError with the choices otherwise."""
+    name, _, strength = str(text).partition(":")
+    try:
+        value = float(strength) if strength else 1.0
+    except ValueError:
+        raise ValueError(f"emotion strength must be a number, got {strength!r}") from None
+    NonVerbal(()).set_emotion(name, value)  # validates
+    return name, value
+
+
+def from_options(names: Sequence[str], opts=None) -> NonVerbal:
+    """A NonVerbal for one stream from argparse args or a config mapping (keys of DEFAULTS)."""
+    o = dict(DEFAULTS)
+    src = opts if isinstance(opts, dict) else (vars(opts) if opts is not None else {})
+    o.update({k: v for k, v in src.items() if k in DEFAULTS and v is not None})
+    nv = NonVerbal(names, blink=o["blink"], idle=o["idle"], gaze=o["gaze"], seed=o["nonverbal_seed"])
+    if o["emotion"]:
+        nv.set_emotion(*parse_emotion(o["emotion"]))
+    return nv
