@@ -330,3 +330,44 @@ def test_calibrate_on_a_real_tracked_face(tmp_path):
     _, after = retarget_frames(load_profile(out), frames[mask], 25, fnames)
     aa = ch.index("aa")
     assert np.percentile(before[:, aa], 95) < 0.5 < 0.95 < np.percentile(after[:, aa], 95)
+
+
+def test_calibrate_from_speech_audio_through_a_real_a2e_model(tmp_path, tiny_a2e_onnx, capsys):
+    """flite speech -> the A2E model (onnxruntime) -> gains for the `arkit` pass-through's jaw."""
+    import shutil
+    import subprocess
+
+    if shutil.which("flite") is None:
+        pytest.skip("flite (Debian package) not installed")
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", "Please call Stella. Ask her to bring these things with her.",
+                    "-o", str(wav)], check=True, timeout=60)
+    out = tmp_path / "me.toml"
+    assert main(["profile", "calibrate", "--audio", str(wav), "--model", str(tiny_a2e_onnx), "--profile", "vrm1",
+                 "--channels", "aa,oh", "-o", str(out)]) == 0
+    assert "aa" in capsys.readouterr().out
+    tuned = {c.name: c.gain for c in load_profile(out).channels}
+    base = {c.name: c.gain for c in load_profile("vrm1").channels}
+    assert set(k for k in tuned if tuned[k] != base[k]) <= {"aa", "oh"}
+    # the suggestion is what the model's frames imply: recompute it independently
+    from realtalk_bridge.audio import load_audio
+    from realtalk_bridge.runtime.a2e import A2ERuntime, infer_offline
+
+    rt = A2ERuntime(tiny_a2e_onnx)
+    frames = infer_offline(rt, load_audio(wav), 25)
+    mask = speaking_frames(rt.names, frames)
+    prof = load_profile("vrm1")
+    mix = frames[mask] @ np.array([[c.map.get(n, 0.0) for n in rt.names] for c in prof.channels
+                                   if c.name == "aa"]).T
+    p95 = float(np.percentile(mix[:, 0], 95))
+    expected = base["aa"] if p95 <= 1e-2 else float(np.clip(1.0 / p95, 0.25, 8.0))
+    assert tuned["aa"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_calibrate_without_a_model_is_a_clear_error(tmp_path, capsys):
+    wav = tmp_path / "x.wav"
+    import soundfile as sf
+
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    assert main(["profile", "calibrate", "--audio", str(wav), "--model", str(tmp_path / "none.onnx")]) == 1
+    assert "no A2E model" in capsys.readouterr().err

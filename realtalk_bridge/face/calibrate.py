@@ -106,7 +106,7 @@ def _read_json(path: Path):
     return data["names"], np.asarray(frames, np.float32)
 
 
-def frames_from_audio(audio_path: str, model: str | None, fps: float) -> tuple[tuple[str, ...], np.ndarray]:
+def frames_from_audio(audio_path: str, model: str | None, fps: int) -> tuple[tuple[str, ...], np.ndarray]:
     """Run the A2E model over an audio file (the same path `bake` uses)."""
     from realtalk_bridge.audio import load_audio
 
@@ -117,7 +117,7 @@ def frames_from_audio(audio_path: str, model: str | None, fps: float) -> tuple[t
                                "pass --frames with recorded frames instead") from None
     audio = load_audio(audio_path)
     rt = A2ERuntime(model) if model else A2ERuntime()
-    w = infer_offline(rt, audio, fps, 0)
+    w = infer_offline(rt, audio, fps)
     return tuple(rt.names), np.asarray(w, np.float32)
 
 
@@ -208,7 +208,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--percentile", type=float, default=95.0, help="percentile that should reach --target (95)")
     parser.add_argument("--target", type=float, default=1.0, help="value the percentile should reach (1.0)")
     parser.add_argument("--model", default=None, help="A2E ONNX model for --audio (default: the shipped one)")
-    parser.add_argument("--fps", type=float, default=25.0, help="frame rate for --audio (25)")
+    parser.add_argument("--fps", type=int, default=25, choices=(25, 30, 50, 60), help="frame rate for --audio (25)")
     parser.add_argument("-o", "--output", default=None, help="write the calibrated profile here (.toml)")
     parser.add_argument("--plot", default=None, help="before/after PNG (default: next to --output)")
 
@@ -235,7 +235,7 @@ def run(args) -> int:
         if not channels:
             raise CalibrationError("no channels to calibrate: pass --channels")
         result = suggest_gains(profile, names, frames, channels, args.percentile, args.target)
-    except (ProfileError, CalibrationError, ValueError) as exc:
+    except (ProfileError, CalibrationError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
