@@ -232,6 +232,15 @@ def test_livelink_packet_values(udp):
     assert p2["frame"] == 123
 
 
+def test_livelink_clamps_to_the_arkit_range(udp):
+    sink = LiveLinkSink("127.0.0.1", udp.getsockname()[1])
+    w = np.linspace(-0.5, 1.5, 52).astype(np.float32)
+    sink.send("mic", 0, 0.0, ARKIT_NAMES, w, None)
+    p = parse_livelink(udp.recv(65536))
+    sink.close()
+    np.testing.assert_array_equal(p["values"][:52], np.clip(w, 0, 1))
+
+
 def test_livelink_reorders_any_layout_to_apple_order(udp):
     sink = LiveLinkSink("127.0.0.1", udp.getsockname()[1])
     names = list(reversed(ARKIT_NAMES))[:40] + ["customShape"]  # another order, some missing, one extra

@@ -160,7 +160,8 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
         w, _ = published[t]
         got = vmc.frames[t]
         assert list(got) == list(names)
-        np.testing.assert_array_equal(np.array([got[n] for n in names], np.float32), w)
+        # the `arkit` profile's clamp: receivers get 0..1 even where the model overshoots
+        np.testing.assert_array_equal(np.array([got[n] for n in names], np.float32), np.clip(w, 0, 1))
         moving += w[names.index("jawOpen")] > 0.05
     assert moving > 5, "the model never opened the jaw: not speech-driven frames"
     common_ll = sorted(set(published) & set(ll_frames))
@@ -168,6 +169,7 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
     for t in common_ll:
         w, pose = published[t]
         v = ll_frames[t]
-        np.testing.assert_array_equal(v[:52], [w[names.index(n)] for n in sorted(ARKIT_INDEX, key=ARKIT_INDEX.get)])
+        expect = np.clip([w[names.index(n)] for n in sorted(ARKIT_INDEX, key=ARKIT_INDEX.get)], 0, 1)
+        np.testing.assert_array_equal(v[:52], expect.astype(np.float32))
         assert pose is not None  # --nonverbal: idle head motion
         np.testing.assert_allclose(v[52:55], [pose[1], pose[0], pose[2]], atol=1e-7)  # yaw, pitch, roll

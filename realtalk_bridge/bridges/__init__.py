@@ -191,7 +191,8 @@ class ArkitSink(UDPSink):
                 cached = self._index = (names, arkit_index(names))
                 if not np.any(cached[1] >= 0):
                     self._log_once("layout", "%s: the stream's layout has no ARKit names; sending zeros", self)
-            return take(weights, cached[1])
+            # ARKit coefficients are 0..1; a regressor may overshoot, receivers must not see it
+            return np.clip(take(weights, cached[1]), 0.0, 1.0)
         from realtalk_bridge.face.retarget import Retargeter
 
         r = self.state(stream, lambda: Retargeter(self.profile, names))
