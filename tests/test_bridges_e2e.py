@@ -111,6 +111,10 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     published: dict[float, tuple[np.ndarray, np.ndarray | None]] = {}
     names = None
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(f"tcp://127.0.0.1:{ctl}")
+    emotion_reply, emotion_t = None, None
     try:
         deadline = time.monotonic() + 60
         closed = False
@@ -122,8 +126,14 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
                     names = msg.get("names", names)
                     pose = np.frombuffer(msg["pose"], "<f4") if "pose" in msg else None
                     published[round(msg["t"], 4)] = (np.frombuffer(msg["w"], "<f4"), pose)
+                    if emotion_t is None:  # set the emotion live, through the control socket
+                        emotion_t = msg["t"]
+                        dealer.send(msgpack.packb({"v": 1, "op": "set_emotion", "id": 1, "stream": "file",
+                                                   "emotion": "happy", "strength": 1.0}))
                 elif msg.get("event") == "stream_close":
                     closed = True
+            if dealer.poll(0):
+                emotion_reply = msgpack.unpackb(dealer.recv_multipart()[-1], raw=False)
             try:
                 while True:
                     t, values = parse_livelink(ll.recv(65536))
@@ -148,6 +158,7 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
         vmc.close()
         ll.close()
         sub.close()
+        dealer.close()
     assert published, f"no frames published; serve said:\n{out}"
     if names is None:
         from realtalk_bridge.runtime.a2e import A2ERuntime
@@ -173,3 +184,8 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
         np.testing.assert_array_equal(v[:52], expect.astype(np.float32))
         assert pose is not None  # --nonverbal: idle head motion
         np.testing.assert_allclose(v[52:55], [pose[1], pose[0], pose[2]], atol=1e-7)  # yaw, pitch, roll
+    # set_emotion reached this stream's NonVerbal: the smile fades in on the published and VMC frames
+    assert emotion_reply is not None and emotion_reply["ok"], emotion_reply
+    late = [t for t in common if t > emotion_t + 1.0]
+    assert late, "the clip ended too soon after set_emotion"
+    assert min(vmc.frames[t]["mouthSmileLeft"] for t in late) > 0.5
