@@ -124,6 +124,40 @@ def test_vmc_fast_encoder_matches_python_osc_builder(osc):
     assert data == encode_vmc(ARKIT_NAMES, w, 2.5, head=pose)
 
 
+def test_vmc_head_quaternion_is_unity_euler_order():
+    from realtalk_bridge.bridges.vmc import euler_to_quat
+
+    def qmul(a, b):
+        ax, ay, az, aw = a
+        bx, by, bz, bw = b
+        return (aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz)
+
+    p, y, r = 0.3, -0.5, 0.2  # Unity's Quaternion.Euler: roll about Z, then pitch about X, then yaw about Y
+    qx, qy, qz = (math.sin(p / 2), 0, 0, math.cos(p / 2)), (0, math.sin(y / 2), 0, math.cos(y / 2)), \
+        (0, 0, math.sin(r / 2), math.cos(r / 2))
+    assert euler_to_quat(p, y, r) == pytest.approx(qmul(qmul(qy, qx), qz), abs=1e-12)
+
+
+def test_vmc_big_rigs_are_split_into_bundles_with_one_apply(osc, tmp_path):
+    prof = tmp_path / "big.toml"
+    chans = "".join(f'[channels.{"shape_" + "x" * 100 + str(i)}]\nmap = {{ jawOpen = {i / 400} }}\n' for i in range(400))
+    prof.write_text("version = 1\n" + chans)
+    sink = VMCSink("127.0.0.1", osc.port, names=str(prof))
+    w = np.zeros(52, np.float32)
+    w[ARKIT_INDEX["jawOpen"]] = 1.0
+    sink.send("mic", 0, 0.5, ARKIT_NAMES, w, None)
+    msgs = []
+    for _ in range(40):  # each bundle is one datagram
+        msgs += osc.frame()
+        if msgs and msgs[-1][0] == "/VMC/Ext/Blend/Apply":
+            break
+    sink.close()
+    vals = [a for addr, a in msgs if addr == "/VMC/Ext/Blend/Val"]
+    assert len(vals) == 400 and [a for a, _ in msgs].count("/VMC/Ext/Blend/Apply") == 1
+    assert vals[123][1] == pytest.approx(123 / 400) and vals[123][0].endswith("123")
+
+
 def test_vmc_profile_file_and_smoothing_per_stream(osc, tmp_path):
     prof = tmp_path / "rig.toml"
     prof.write_text('version = 1\n[channels.MouthOpen]\nmap = { jawOpen = 1.0 }\nsmoothing = 0.5\n')

@@ -110,9 +110,9 @@ class UDPSink:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.host}:{self.port})"
 
-    # subclasses: frame -> bytes (or None to skip)
+    # subclasses: frame -> bytes, a list of datagrams, or None to skip
     def encode(self, stream: str, seq: int, t: float, names: Sequence[str], weights: np.ndarray,
-               pose: np.ndarray | None) -> bytes | None:
+               pose: np.ndarray | None) -> bytes | list[bytes] | None:
         raise NotImplementedError
 
     def state(self, stream: str, make):
@@ -145,7 +145,8 @@ class UDPSink:
             if data is None:
                 return
             try:
-                self.sock.sendto(data, self.addr)
+                for packet in ([data] if isinstance(data, bytes) else data):
+                    self.sock.sendto(packet, self.addr)
                 self.sent += 1
             except BlockingIOError:  # socket buffer full: drop this frame, the next one supersedes it
                 self.dropped += 1

@@ -18,6 +18,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from realtalk_bridge.bridges import BridgeConfigError, UDPSink
 
 VMC_PORT = 39539
+MAX_DATAGRAM = 8192  # bytes per bundle; ARKit-52 needs ~2.6 KB. Larger ones are split (see packets)
 PRESET_FOR = {"arkit": "arkit", "arkit-pascal": "arkit", "vrm": "vrm0", "vrm0": "vrm0", "vrm1": "vrm1", "ovr": "ovr"}
 
 
@@ -83,17 +84,37 @@ class VMCEncoder:
         return struct.pack(">i", len(dgram)) + dgram
 
     def __call__(self, values: np.ndarray, t: float | None = None, head: np.ndarray | None = None) -> bytes:
+        return b"".join(self._parts(values, t, head))
+
+    def _parts(self, values, t, head) -> list[bytes]:
         vals = self._pack(*np.asarray(values, np.float32).tolist())
         parts = [self._BUNDLE_HEAD, self._ok]
         if t is not None:
             parts += [self._t, struct.pack(">f", t)]
         for i, prefix in enumerate(self._vals):
-            parts += [prefix, vals[4 * i:4 * i + 4]]
+            parts += [prefix + vals[4 * i:4 * i + 4]]
         if head is not None:
             q = euler_to_quat(float(head[0]), float(head[1]), float(head[2]))
-            parts += [self._bone, struct.pack(">7f", 0.0, 0.0, 0.0, *q)]
+            parts += [self._bone + struct.pack(">7f", 0.0, 0.0, 0.0, *q)]
         parts.append(self._apply)
-        return b"".join(parts)
+        return parts
+
+    def packets(self, values: np.ndarray, t: float | None = None, head: np.ndarray | None = None,
+                limit: int = MAX_DATAGRAM) -> list[bytes]:
+        """The frame as one bundle, or, for rigs with very many or very long names, several bundles
+        under `limit` bytes each with `/VMC/Ext/Blend/Apply` only in the last (VMC applies the values
+        received since the previous Apply)."""
+        parts = self._parts(values, t, head)
+        if sum(map(len, parts)) <= limit:
+            return [b"".join(parts)]
+        out, cur = [], [self._BUNDLE_HEAD]
+        for p in parts[1:]:
+            if len(cur) > 1 and sum(map(len, cur)) + len(p) > limit:
+                out.append(b"".join(cur))
+                cur = [self._BUNDLE_HEAD]
+            cur.append(p)
+        out.append(b"".join(cur))
+        return out
 
 
 def resolve_names(names: str):
@@ -132,4 +153,4 @@ class VMCSink(UDPSink):
             self._states.pop(stream)
             r = self.state(stream, make)
         out = r(weights, t)
-        return r.encoder(out, t, head=pose if self.head else None)
+        return r.encoder.packets(out, t, head=pose if self.head else None)
