@@ -350,6 +350,9 @@ def test_flags_and_config_build_the_same_sinks():
     ({"vmc": "99999"}, "port"), ({"vmc": True, "vmc_names": "nosuch"}, "vmc-names"),
     ({"livelink": True, "arkit_profile": "/no/such.toml"}, "arkit-profile"),
     ({"ifacialmocap": "no.such.host.invalid:5"}, "resolve"), ({"livelink": True, "livelink_subject": ""}, "subject"),
+    ({"vmc": True, "vmc_names": ["vrm"]}, "vmc-names"), ({"vmc": True, "vmc_head": "yes"}, "vmc_head"),
+    ({"livelink": True, "arkit_profile": 3}, "arkit-profile"), ({"vmc": [1]}, "HOST"),
+    ({"vmc": True, "bridge_stream": 5}, "bridge_stream"),
 ])
 def test_bad_bridge_config_is_a_clear_error(cfg, match):
     with pytest.raises(BridgeConfigError, match=match):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 import socket
 import threading
 from collections import OrderedDict
@@ -172,6 +173,9 @@ class ArkitSink(UDPSink):
         self.profile = None
         if profile is not None:
             from realtalk_bridge.face.arkit import ARKIT_NAMES
+
+            if not isinstance(profile, (str, os.PathLike)) or not str(profile):
+                raise BridgeConfigError(f"--arkit-profile: expected a preset name or a file, got {profile!r}")
             from realtalk_bridge.face.retarget import ProfileError, load_profile
 
             try:
@@ -271,6 +275,8 @@ def make_sinks(args_or_config: Any) -> list[UDPSink]:
     if stream is not None and not isinstance(stream, str):
         raise BridgeConfigError(f"bridge_stream: expected a stream id, got {stream!r}")
     arkit_profile = o.get("arkit_profile")
+    if not isinstance(o.get("vmc_head", False), bool):
+        raise BridgeConfigError(f"vmc_head: expected true or false, got {o['vmc_head']!r}")
     sinks: list[UDPSink] = []
     try:
         if o.get("vmc") not in (None, False):

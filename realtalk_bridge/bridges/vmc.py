@@ -121,6 +121,8 @@ def resolve_names(names: str):
     """--vmc-names value -> (Profile, pascal_case)."""
     from realtalk_bridge.face.retarget import ProfileError, load_profile
 
+    if not isinstance(names, str) or not names:
+        raise BridgeConfigError(f"--vmc-names: expected one of {', '.join(PRESET_FOR)} or a profile file, got {names!r}")
     try:
         return load_profile(PRESET_FOR.get(names, names)), names == "arkit-pascal"
     except ProfileError as exc:
