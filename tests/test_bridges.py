@@ -392,3 +392,32 @@ def test_missing_receiver_never_raises():
     for sink in sinks:
         assert sink.sent + sink.dropped + sink.errors == 200
         sink.close()
+
+
+# ---------------------------------------------------------------- fuzz: any frame the sidecar may hand over
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fuzz_sinks():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))  # a real receiver that never reads: the kernel buffer fills, sends may drop
+    port = s.getsockname()[1]
+    sinks = [VMCSink("127.0.0.1", port, names="vrm"), VMCSink("127.0.0.1", port), IFacialMocapSink("127.0.0.1", port),
+             LiveLinkSink("127.0.0.1", port)]
+    yield sinks
+    for k in sinks:
+        k.close()
+    s.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.one_of(st.sampled_from(ARKIT_NAMES), st.text(max_size=12)), max_size=60, unique=True),
+       values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=60),
+       t=st.floats(allow_nan=True, allow_infinity=True), seq=st.integers(-5, 2**40),
+       pose=st.one_of(st.none(), st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=8)))
+def test_fuzz_sinks_never_raise(fuzz_sinks, names, values, t, seq, pose):
+    for sink in fuzz_sinks:
+        sink.send("s", seq, t, names, np.array(values, np.float32), None if pose is None else np.array(pose))

@@ -371,3 +371,29 @@ def test_calibrate_without_a_model_is_a_clear_error(tmp_path, capsys):
     sf.write(wav, np.zeros(16000, np.float32), 16000)
     assert main(["profile", "calibrate", "--audio", str(wav), "--model", str(tmp_path / "none.onnx")]) == 1
     assert "no A2E model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- fuzz: bad input is a ProfileError, never a crash
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True),
+                  st.text(max_size=8), st.sampled_from(list(ARKIT_NAMES[:5]) + ["map", "gain", "clamp", "channels"]))
+_json = st.recursive(_leaf, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                   st.dictionaries(st.one_of(st.text(max_size=8), st.sampled_from(
+                                                       ["version", "channels", "map", "gain", "offset", "clamp",
+                                                        "smoothing", "defaults", "passthrough", "jawOpen", "aa"])),
+                                                       kids, max_size=5)), max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_json)
+def test_fuzz_profiles_fail_only_with_profile_errors(data):
+    try:
+        prof = parse_profile(json.dumps(data, allow_nan=True), fmt="json", path="fuzz.json")
+    except ProfileError as exc:
+        assert str(exc).startswith("fuzz.json")
+        return
+    y = Retargeter(prof)(np.full(52, 0.5, np.float32))
+    assert np.all(np.isfinite(y))

@@ -141,6 +141,7 @@ class UDPSink:
                 self._log_once("pose", "%s: pose must be 6 floats, got %d; pose ignored", self, p.shape[0])
                 p = None
         t = float(t) if t is not None and math.isfinite(float(t)) else 0.0
+        t = min(max(t, -1e9), 1e9)  # float32 on the wire (OSC, Live Link): keep it representable
         with self._lock:
             data = self.encode(stream, int(seq), t, tuple(names), w, p)
             if data is None:

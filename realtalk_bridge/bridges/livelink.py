@@ -41,15 +41,15 @@ def encode_livelink(values: np.ndarray, pose: np.ndarray | None, t: float, devic
     v = np.nan_to_num(np.asarray(values, np.float32))
     dev, subj = device_id.encode("utf-8"), subject.encode("utf-8")
     ft = max(0.0, float(t)) * fps
-    frame = int(math.floor(ft + 1e-6))  # t = k/fps must land on frame k despite rounding
-    if frame > 2**31 - 1:  # more than a year of audio at 60 fps: wrap rather than fail
-        frame %= 2**31
+    whole = int(math.floor(ft + 1e-6))  # t = k/fps must land on frame k despite rounding
+    sub = max(0.0, ft - whole)
+    frame = whole % 2**31  # over a year of audio at 60 fps wraps rather than fails
     pitch, yaw, roll = (float(pose[0]), float(pose[1]), float(pose[2])) if pose is not None else (0.0, 0.0, 0.0)
     extra = [yaw, pitch, roll, *eye_yaw_pitch(v, "Left"), *eye_yaw_pitch(v, "Right")]
     return b"".join([
         struct.pack(">Bi", LIVELINK_VERSION, len(dev)), dev,
         struct.pack(">i", len(subj)), subj,
-        _TIME.pack(frame, max(0.0, ft - frame), fps, 1, N_VALUES),
+        _TIME.pack(frame, sub, fps, 1, N_VALUES),
         _VALUES.pack(*v.tolist(), *extra),
     ])
 
