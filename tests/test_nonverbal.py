@@ -157,6 +157,10 @@ def test_time_jumping_back_restarts_cleanly_and_bad_shapes_raise():
     assert np.all(np.isfinite(out)) and all(np.all(np.isfinite(p)) for p in poses)
     with pytest.raises(ValueError, match="expected 52"):
         nv.step(6.0, np.zeros(10))
+    with pytest.raises(ValueError, match="finite"):
+        nv.step(float("nan"), np.zeros(52))
+    y, _ = nv.step(6.0, np.full(52, np.nan))
+    assert np.all(np.isfinite(y))
 
 
 def test_other_layouts_are_supported():

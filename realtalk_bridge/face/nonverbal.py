@@ -188,10 +188,12 @@ class NonVerbal:
     # -- per frame
 
     def step(self, t: float, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        w = np.array(weights, dtype=np.float32, copy=True).reshape(-1)
+        w = np.nan_to_num(np.array(weights, dtype=np.float32, copy=True).reshape(-1))
         if w.shape[0] != len(self.names):
             raise ValueError(f"expected {len(self.names)} weights, got {w.shape[0]}")
         t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"frame time must be finite, got {t}")
         if self._t is None or t < self._t - 1e-6:
             self._restart(t)
             dt = 0.0
