@@ -97,6 +97,10 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
     ll = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ll.bind(("127.0.0.1", 0))
     ll_frames: dict[float, np.ndarray] = {}
+    ifm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ifm.bind(("127.0.0.1", 0))
+    ifm.setblocking(False)
+    ifm_packets: list[bytes] = []
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"coeffs/file")
@@ -105,7 +109,8 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
     sub.connect(f"tcp://127.0.0.1:{pub}")
     cmd = [sys.executable, "-m", "realtalk_bridge", "serve", "--model", str(model), "--input", str(speech_wav),
            "--loop", "--no-mic", "--fps", "25", "--nonverbal", "--pub", f"tcp://127.0.0.1:{pub}",
-           "--ctl", f"tcp://127.0.0.1:{ctl}", "--vmc", str(vmc.port), "--livelink", f"127.0.0.1:{ll.getsockname()[1]}"]
+           "--ctl", f"tcp://127.0.0.1:{ctl}", "--vmc", str(vmc.port), "--livelink", f"127.0.0.1:{ll.getsockname()[1]}",
+           "--ifacialmocap", str(ifm.getsockname()[1])]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     published: dict[float, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -116,6 +121,11 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
             while True:
                 t, values = parse_livelink(ll.recv(65536))
                 ll_frames[round(t, 4)] = values
+        except BlockingIOError:
+            pass
+        try:
+            while True:
+                ifm_packets.append(ifm.recv(65536))
         except BlockingIOError:
             pass
     names = None
@@ -156,6 +166,7 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
             out = proc.communicate()[0]
         vmc.close()
         ll.close()
+        ifm.close()
         sub.close()
         dealer.close()
     assert published, f"no frames published; serve said:\n{out}"
@@ -183,6 +194,18 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
         np.testing.assert_array_equal(v[:52], expect.astype(np.float32))
         assert pose is not None  # --nonverbal: idle head motion
         np.testing.assert_allclose(v[52:55], [pose[1], pose[0], pose[2]], atol=1e-7)  # yaw, pitch, roll
+    # iFacialMocap carries no time: its datagrams come in frame order, the same frames as Live Link's
+    assert len(ifm_packets) >= len(common_ll) // 2
+    by_time = [published[t] for t in sorted(ll_frames) if t in published]
+    ifm_ints = []
+    for pkt in ifm_packets:
+        shapes = dict(item.rsplit("-", 1) for item in pkt.decode("ascii").split("|=")[0].split("|"))
+        ifm_ints.append(int(shapes["jawOpen"]))
+    jaw = [int(round(float(np.clip(w[names.index("jawOpen")], 0, 1)) * 100)) for w, _ in by_time]
+    # the datagrams' jawOpen sequence appears, in order, inside the published one (UDP may drop, never reorder
+    # on loopback)
+    it = iter(jaw)
+    assert all(any(v == j for j in it) for v in ifm_ints[: len(jaw)])
     # set_emotion reached this stream's NonVerbal: the smile fades in on the published and VMC frames
     assert emotion_reply is not None and emotion_reply["ok"], emotion_reply
     late = [t for t in common if t > emotion_t + 1.5]
