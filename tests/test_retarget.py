@@ -238,6 +238,28 @@ def test_calibrate_brings_the_mouth_to_full_range(tmp_path, capsys):
     assert np.percentile(before[:, aa], 95) < 0.8
     assert np.percentile(after[:, aa], 95) == pytest.approx(1.0, abs=0.02)
     assert dict((c.name, c.gain) for c in tuned.channels)["happy"] == 1.0  # untouched
+    # the resting mouth stays shut: the take's 5th percentile maps to 0
+    _, after_all = retarget_frames(tuned, frames, fps=25)
+    assert np.percentile(after_all[:, aa], 5) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_calibrate_removes_a_resting_baseline(tmp_path):
+    """A tracker that reads jawOpen 0.1 at rest: the tuned channel must rest at 0 and still peak at 1."""
+    frames = speech_like_frames(jaw_peak=0.3)
+    frames[:, ARKIT_INDEX["jawOpen"]] += 0.1
+    src = tmp_path / "take.npz"
+    np.savez(src, names=np.array(ARKIT_NAMES), w=frames)
+    for rest, expect_rest in (("5", 0.0), ("0", None)):
+        out = tmp_path / f"t{rest}.toml"
+        assert main(["profile", "calibrate", "--frames", str(src), "--profile", "arkit", "--channels", "jawOpen",
+                     "--rest-percentile", rest, "-o", str(out)]) == 0
+        _, y = retarget_frames(load_profile(out), frames, fps=25)
+        jaw = y[:, ARKIT_INDEX["jawOpen"]]
+        if expect_rest is None:
+            assert np.percentile(jaw, 5) > 0.2  # gain alone lifts the resting baseline: the mouth hangs open
+        else:
+            assert np.percentile(jaw, 5) == pytest.approx(expect_rest, abs=1e-3)
+        assert np.percentile(jaw[speaking_frames(ARKIT_NAMES, frames)], 95) == pytest.approx(1.0, abs=0.02)
 
 
 def test_calibrate_a_passthrough_profile_lists_tuned_channels(tmp_path):
@@ -357,11 +379,13 @@ def test_calibrate_from_speech_audio_through_a_real_a2e_model(tmp_path, tiny_a2e
     frames = infer_offline(rt, load_audio(wav), 25)
     mask = speaking_frames(rt.names, frames)
     prof = load_profile("vrm1")
-    mix = frames[mask] @ np.array([[c.map.get(n, 0.0) for n in rt.names] for c in prof.channels
-                                   if c.name == "aa"]).T
-    p95 = float(np.percentile(mix[:, 0], 95))
-    expected = base["aa"] if p95 <= 1e-2 else float(np.clip(1.0 / p95, 0.25, 8.0))
+    mix = frames @ np.array([[c.map.get(n, 0.0) for n in rt.names] for c in prof.channels if c.name == "aa"]).T
+    p95 = float(np.percentile(mix[mask, 0], 95))
+    rest = max(0.0, float(np.percentile(mix[:, 0], 5)))
+    expected = base["aa"] if p95 - rest <= 1e-2 else float(np.clip(1.0 / (p95 - rest), 0.25, 8.0))
     assert tuned["aa"] == pytest.approx(expected, rel=1e-3)
+    offsets = {c.name: c.offset for c in load_profile(out).channels}
+    assert offsets["aa"] == pytest.approx(-expected * rest if p95 - rest > 1e-2 else 0.0, abs=1e-3)
 
 
 def test_calibrate_without_a_model_is_a_clear_error(tmp_path, capsys):

@@ -141,33 +141,50 @@ def speaking_frames(names: Sequence[str], frames: np.ndarray, threshold: float =
 
 
 def suggest_gains(profile: Profile, names: Sequence[str], frames: np.ndarray, channels: Sequence[str],
-                  percentile: float = 95.0, target: float = 1.0, gain_range=(0.25, 8.0)) -> dict[str, dict]:
-    """Per channel: the gain that puts the `percentile` of its mix over speaking frames at `target`."""
+                  percentile: float = 95.0, target: float = 1.0, gain_range=(0.25, 8.0),
+                  rest_percentile: float | None = 5.0) -> dict[str, dict]:
+    """Per channel: the gain (and offset) that put the `percentile` of its mix over the speaking frames
+    at `target` and, with `rest_percentile`, the mix at rest (that percentile over all frames) at 0.
+
+    Trackers and regressors rarely rest at exactly 0 (a resting face reads mouthPress 0.1, say); without
+    the offset a larger gain would also hold the avatar's mouth half open between words."""
     out_names, M, gain, offset, lo, hi, _, _ = profile_matrix(profile, names)
     mask = speaking_frames(names, frames)
-    mix = frames[mask] @ M.T  # (n, out), before gain/offset/clamp
+    mix_all = frames @ M.T  # (n, out), before gain/offset/clamp
+    mix = mix_all[mask]
     result = {}
     for c in channels:
         o = out_names.index(c)
         p = float(np.percentile(mix[:, o], percentile)) if len(mix) else 0.0
+        rest = max(0.0, float(np.percentile(mix_all[:, o], rest_percentile))) if rest_percentile is not None else None
         before = float(np.clip(gain[o] * p + offset[o], lo[o], hi[o]))
-        if p <= 1e-2:  # the recording never used this channel: a gain would only amplify noise
-            result[c] = dict(level=p, gain=float(gain[o]), new_gain=float(gain[o]), before=before, after=before,
-                             note="no activity: gain kept")
+        span = p - (rest or 0.0)
+        if p <= 1e-2 or span <= 1e-2:  # the recording never used this channel: a gain would only amplify noise
+            result[c] = dict(level=p, rest=rest, gain=float(gain[o]), new_gain=float(gain[o]),
+                             offset=float(offset[o]), new_offset=float(offset[o]), before=before, after=before,
+                             note="no activity: kept")
             continue
-        new = float(np.clip((target - offset[o]) / p, *gain_range))
+        if rest is None:
+            new = float(np.clip((target - offset[o]) / p, *gain_range))
+            new_off = float(offset[o])
+        else:
+            new = float(np.clip(target / span, *gain_range))
+            new_off = -new * rest
         note = "at the gain limit" if new in gain_range else ""
-        result[c] = dict(level=p, gain=float(gain[o]), new_gain=new, before=before,
-                         after=float(np.clip(new * p + offset[o], lo[o], hi[o])), note=note)
+        result[c] = dict(level=p, rest=rest, gain=float(gain[o]), new_gain=new, offset=float(offset[o]),
+                         new_offset=new_off, before=before, after=float(np.clip(new * p + new_off, lo[o], hi[o])),
+                         note=note)
     return result
 
 
-def apply_gains(profile: Profile, gains: dict[str, float]) -> Profile:
-    """A copy of `profile` with these channel gains; pass-through channels get their own entry."""
+def apply_gains(profile: Profile, gains: dict[str, float], offsets: dict[str, float] | None = None) -> Profile:
+    """A copy of `profile` with these channel gains (and offsets); pass-through channels get their own entry."""
     d = profile.defaults
-    chans = tuple(replace(c, gain=round(gains[c.name], 4)) if c.name in gains else c for c in profile.channels)
+    offsets = offsets or {}
+    chans = tuple(replace(c, gain=round(gains[c.name], 4), offset=round(offsets.get(c.name, c.offset), 4))
+                  if c.name in gains else c for c in profile.channels)
     listed = {c.name for c in profile.channels}
-    chans += tuple(Channel(n, {n: 1.0}, round(g, 4), d.offset, d.clamp, d.smoothing)
+    chans += tuple(Channel(n, {n: 1.0}, round(g, 4), round(offsets.get(n, d.offset), 4), d.clamp, d.smoothing)
                    for n, g in gains.items() if n not in listed)
     return replace(profile, channels=chans)
 
@@ -207,6 +224,9 @@ def add_arguments(parser) -> None:
                         help="comma-separated channels to calibrate (default: those driven by jaw/mouth shapes)")
     parser.add_argument("--percentile", type=float, default=95.0, help="percentile that should reach --target (95)")
     parser.add_argument("--target", type=float, default=1.0, help="value the percentile should reach (1.0)")
+    parser.add_argument("--rest-percentile", type=float, default=5.0,
+                        help="percentile of each channel over the whole take that counts as rest and maps to 0 "
+                             "(an offset); 0 keeps the profile's offsets (default 5)")
     parser.add_argument("--model", default=None, help="A2E ONNX model for --audio (default: the shipped one)")
     parser.add_argument("--fps", type=int, default=25, choices=(25, 30, 50, 60), help="frame rate for --audio (25)")
     parser.add_argument("-o", "--output", default=None, help="write the calibrated profile here (.toml)")
@@ -234,7 +254,10 @@ def run(args) -> int:
             raise CalibrationError(f"--channels: not in profile {profile.name!r}: {', '.join(bad)}")
         if not channels:
             raise CalibrationError("no channels to calibrate: pass --channels")
-        result = suggest_gains(profile, names, frames, channels, args.percentile, args.target)
+        if not 0.0 <= args.rest_percentile < args.percentile:
+            raise CalibrationError(f"--rest-percentile must be 0 (off) or below --percentile, got {args.rest_percentile}")
+        result = suggest_gains(profile, names, frames, channels, args.percentile, args.target,
+                               rest_percentile=args.rest_percentile or None)
     except (ProfileError, CalibrationError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -244,20 +267,23 @@ def run(args) -> int:
 
     table = Table(title=f"{profile.name}: gains for p{args.percentile:g} = {args.target:g} "
                         f"({len(frames)} frames, {int(speaking_frames(names, frames).sum())} speaking)")
-    for col in ("channel", "mix level", "gain", "suggested", "before", "after", ""):
+    for col in ("channel", "rest", "speech", "gain", "suggested", "offset", "before", "after", ""):
         table.add_column(col)
     for c, r in result.items():
-        table.add_row(c, f"{r['level']:.3f}", f"{r['gain']:.2f}", f"{r['new_gain']:.2f}", f"{r['before']:.2f}",
-                      f"{r['after']:.2f}", r["note"])
+        table.add_row(c, "-" if r["rest"] is None else f"{r['rest']:.3f}", f"{r['level']:.3f}", f"{r['gain']:.2f}",
+                      f"{r['new_gain']:.2f}", f"{r['new_offset']:+.2f}", f"{r['before']:.2f}", f"{r['after']:.2f}",
+                      r["note"])
     Console().print(table)
 
     if args.output:
         out = Path(args.output)
-        tuned = apply_gains(profile, {c: r["new_gain"] for c, r in result.items()})
+        tuned = apply_gains(profile, {c: r["new_gain"] for c, r in result.items()},
+                            {c: r["new_offset"] for c, r in result.items()})
         src = args.frames or args.audio
         out.write_text(profile_to_toml(tuned, header=(
             f"Calibrated from {profile.name} by `realtalk-bridge profile calibrate` on {Path(src).name}:\n"
-            f"p{args.percentile:g} of each mouth channel over the speaking frames set to {args.target:g}.")),
+            f"p{args.percentile:g} of each speech channel over the speaking frames set to {args.target:g}"
+            + (f", its p{args.rest_percentile:g} over the take (rest) to 0." if args.rest_percentile else "."))),
             encoding="utf-8")
         print(f"wrote {out}")
     plot_path = Path(args.plot) if args.plot else (Path(args.output).with_suffix(".png") if args.output else None)
