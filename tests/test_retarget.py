@@ -421,3 +421,15 @@ def test_fuzz_profiles_fail_only_with_profile_errors(data):
         return
     y = Retargeter(prof)(np.full(52, 0.5, np.float32))
     assert np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".npz"])
+def test_calibrate_reads_bake_tracks(tmp_path, suffix):
+    """`realtalk-bridge bake` output is a frames file calibrate accepts."""
+    bake = pytest.importorskip("realtalk_bridge.bake", reason="bake is not in this tree yet")
+    w = speech_like_frames(n=60)
+    t = np.arange(len(w)) / 25
+    path = bake.write_track(tmp_path / f"track{suffix}", t, w, ARKIT_NAMES, 25)
+    names, got = read_frames(path)
+    assert names == ARKIT_NAMES
+    np.testing.assert_allclose(got, w, atol=1e-5)
