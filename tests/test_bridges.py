@@ -346,6 +346,22 @@ def test_flags_and_config_build_the_same_sinks():
             s.close()
 
 
+def test_config_values_survive_unset_flags():
+    """serve merges command line over config: flags left out are None, so the config's values stand."""
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = {"vmc": 39541, "vmc_names": "vrm", "vmc_head": True, "livelink": True, "livelink_subject": "Cfg"}
+    for argv, expect_names in (([], "vrm"), (["--vmc-names", "vrm1"], "vrm1")):
+        args = vars(p.parse_args(argv))
+        merged = {**cfg, **{k: v for k, v in args.items() if v is not None}}
+        sinks = make_sinks(merged)
+        try:
+            assert (sinks[0].names_choice, sinks[0].head, sinks[1].subject) == (expect_names, True, "Cfg")
+        finally:
+            for s in sinks:
+                s.close()
+
+
 @pytest.mark.parametrize("cfg,match", [
     ({"vmc": "99999"}, "port"), ({"vmc": True, "vmc_names": "nosuch"}, "vmc-names"),
     ({"livelink": True, "arkit_profile": "/no/such.toml"}, "arkit-profile"),

@@ -234,18 +234,19 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("bridges (UDP outputs for apps that need no plugin)")
     g.add_argument("--vmc", nargs="?", const=True, default=None, metavar="[HOST:]PORT",
                    help="send VMC protocol (OSC/UDP) blend shapes; bare flag = 127.0.0.1:39539")
-    g.add_argument("--vmc-names", default="arkit", metavar="NAMES",
+    # defaults are None here (DEFAULTS holds the real ones) so a config file value is not masked by argparse
+    g.add_argument("--vmc-names", default=None, metavar="NAMES",
                    help="blend shape names sent over VMC: arkit (PerfectSync, default), arkit-pascal "
                         "(EyeBlinkLeft...), vrm (= vrm0: A I U E O Blink_L...), vrm1 (aa ih ou...), ovr, "
                         "or a profile file (.toml/.json)")
-    g.add_argument("--vmc-head", action="store_true",
+    g.add_argument("--vmc-head", action="store_const", const=True, default=None,
                    help="also send the idle head rotation as /VMC/Ext/Bone/Pos Head (position 0: turn off the "
                         "receiver's bone position sync)")
     g.add_argument("--ifacialmocap", nargs="?", const=True, default=None, metavar="[HOST:]PORT",
                    help="send iFacialMocap text datagrams; bare flag = 127.0.0.1:49983")
     g.add_argument("--livelink", nargs="?", const=True, default=None, metavar="[HOST:]PORT",
                    help="send Live Link Face (Unreal) packets; bare flag = 127.0.0.1:11111")
-    g.add_argument("--livelink-subject", default="RealTalk", metavar="NAME",
+    g.add_argument("--livelink-subject", default=None, metavar="NAME",
                    help="Live Link subject name shown in Unreal (default RealTalk)")
     g.add_argument("--arkit-profile", default=None, metavar="PROFILE",
                    help="ARKit-output profile (e.g. a calibrated copy of `arkit`) applied before the "
@@ -255,12 +256,17 @@ def add_arguments(parser) -> None:
 
 
 def _options(args_or_config: Any) -> dict[str, Any]:
+    """DEFAULTS overlaid with the values that are set (not None) in args or a config mapping."""
     if isinstance(args_or_config, Mapping):
         cfg = dict(args_or_config)
         if isinstance(cfg.get("bridges"), Mapping):
             cfg = dict(cfg["bridges"])
-        return {k.replace("-", "_"): v for k, v in cfg.items()}
-    return dict(vars(args_or_config))
+        given = {k.replace("-", "_"): v for k, v in cfg.items()}
+    else:
+        given = dict(vars(args_or_config))
+    opts = dict(DEFAULTS)
+    opts.update({k: v for k, v in given.items() if k in DEFAULTS and v is not None})
+    return opts
 
 
 def make_sinks(args_or_config: Any) -> list[UDPSink]:
@@ -282,14 +288,14 @@ def make_sinks(args_or_config: Any) -> list[UDPSink]:
     try:
         if o.get("vmc") not in (None, False):
             host, port = parse_endpoint(o["vmc"], VMCSink.default_port, "vmc")
-            sinks.append(VMCSink(host, port, names=o.get("vmc_names") or "arkit", head=bool(o.get("vmc_head")),
+            sinks.append(VMCSink(host, port, names=o["vmc_names"], head=o["vmc_head"],
                                  stream=stream))
         if o.get("ifacialmocap") not in (None, False):
             host, port = parse_endpoint(o["ifacialmocap"], IFacialMocapSink.default_port, "ifacialmocap")
             sinks.append(IFacialMocapSink(host, port, profile=arkit_profile, stream=stream))
         if o.get("livelink") not in (None, False):
             host, port = parse_endpoint(o["livelink"], LiveLinkSink.default_port, "livelink")
-            sinks.append(LiveLinkSink(host, port, subject=o.get("livelink_subject", "RealTalk"),
+            sinks.append(LiveLinkSink(host, port, subject=o["livelink_subject"],
                                       profile=arkit_profile, stream=stream))
     except Exception:
         for s in sinks:
