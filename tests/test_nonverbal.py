@@ -190,3 +190,6 @@ def test_serve_options_build_a_configured_layer():
     for bad in ("happy:lots", "joyful", "happy:2"):
         with pytest.raises(ValueError):
             parse_emotion(bad)
+    for cfg in ({"blink": "yes"}, {"nonverbal_seed": 1.5}, {"emotion": "furious"}):
+        with pytest.raises(ValueError):
+            from_options(ARKIT_NAMES, cfg)

@@ -258,6 +258,12 @@ def from_options(names: Sequence[str], opts=None) -> NonVerbal:
     o = dict(DEFAULTS)
     src = opts if isinstance(opts, dict) else (vars(opts) if opts is not None else {})
     o.update({k: v for k, v in src.items() if k in DEFAULTS and v is not None})
+    for k in ("blink", "idle", "gaze"):
+        if not isinstance(o[k], bool):
+            raise ValueError(f"{k}: expected true or false, got {o[k]!r}")
+    if o["nonverbal_seed"] is not None and (isinstance(o["nonverbal_seed"], bool)
+                                            or not isinstance(o["nonverbal_seed"], int)):
+        raise ValueError(f"nonverbal_seed: expected an integer, got {o['nonverbal_seed']!r}")
     nv = NonVerbal(names, blink=o["blink"], idle=o["idle"], gaze=o["gaze"], seed=o["nonverbal_seed"])
     if o["emotion"]:
         nv.set_emotion(*parse_emotion(o["emotion"]))
