@@ -107,9 +107,11 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
     sub.setsockopt(zmq.SUBSCRIBE, b"event/file")
     sub.setsockopt(zmq.LINGER, 0)
     sub.connect(f"tcp://127.0.0.1:{pub}")
+    config = tmp_path / "serve.toml"  # the VMC bridge and a non-verbal switch come from the config file
+    config.write_text(f'vmc = "127.0.0.1:{vmc.port}"\nvmc_names = "arkit"\nnonverbal_seed = 3\n')
     cmd = [sys.executable, "-m", "realtalk_bridge", "serve", "--model", str(model), "--input", str(speech_wav),
            "--loop", "--no-mic", "--fps", "25", "--nonverbal", "--pub", f"tcp://127.0.0.1:{pub}",
-           "--ctl", f"tcp://127.0.0.1:{ctl}", "--vmc", str(vmc.port), "--livelink", f"127.0.0.1:{ll.getsockname()[1]}",
+           "--ctl", f"tcp://127.0.0.1:{ctl}", "--config", str(config), "--livelink", f"127.0.0.1:{ll.getsockname()[1]}",
            "--ifacialmocap", str(ifm.getsockname()[1])]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -216,3 +218,20 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
     late = [t for t in common if t > emotion_t + 1.5]
     assert late, "the clip ended too soon after set_emotion"
     assert min(vmc.frames[t]["mouthSmileLeft"] for t in late) > 0.5
+
+
+@pytest.mark.parametrize("config,flags,words", [
+    ('vmc = "99999"\n', [], "port"),
+    ('vmc = true\nvmc_names = "nosuch"\n', [], "vmc-names"),
+    ('emotion = "furious"\n', ["--nonverbal"], "unknown emotion"),
+    ('blink = "no"\n', [], "blink"),
+])
+def test_serve_rejects_bad_bridge_and_nonverbal_config(model, tmp_path, config, flags, words):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(config)
+    r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "serve", "--model", str(model), "--no-mic",
+                        "--pub", f"tcp://127.0.0.1:{free_port()}", "--ctl", f"tcp://127.0.0.1:{free_port()}",
+                        "--config", str(cfg), *flags], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr and "Traceback" not in r.stderr
