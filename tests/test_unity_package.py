@@ -1,0 +1,105 @@
+"""The Unity package's tests, driven from pytest (no Unity editor exists here).
+
+- The engine-free core (plugins/unity/Runtime/Core) is compiled with Debian `mcs` (C# 7.2) and its NUnit tests
+  run under `nunit-console` (NUnit 2.6.4); we assert on the NUnit XML result.
+- The integration fixtures start real processes: the sidecar (`python -m realtalk_bridge serve --input speech.wav`)
+  and a pyzmq fault-injection peer (tests/unity_peers.py).
+- The Unity-facing scripts (Runtime/Unity, Editor, Samples~) are only *compiled*, against the small UnityEngine /
+  UnityEditor stub in plugins/unity/Tests/Stubs~, to catch errors; they are not run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "plugins" / "unity"
+NUNIT_DIR = Path("/usr/lib/cli/nunit.framework-2.6.3")
+VECTORS = REPO / "protocol" / "vectors"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mcs") is None or shutil.which("nunit-console") is None or not (NUNIT_DIR / "nunit.framework.dll").exists(),
+    reason="needs Debian mono-mcs, nunit-console and libnunit-cil-dev (CI installs them from .ci/apt-packages.txt)",
+)
+
+
+def _cs(*dirs: Path) -> list[str]:
+    files: list[str] = []
+    for d in dirs:
+        files += sorted(str(p) for p in d.rglob("*.cs"))
+    return files
+
+
+def _mcs(out: Path, sources: list[str], refs: list[str] = (), target: str = "library") -> None:
+    cmd = ["mcs", "-langversion:7.2", "-warnaserror+", "-nowarn:1591", f"-target:{target}", f"-out:{out}", "-nologo"]
+    cmd += [f"-r:{r}" for r in refs] + sources
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"mcs failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("unity-build")
+    core = out / "RealtalkBridge.Core.dll"
+    _mcs(core, _cs(PKG / "Runtime" / "Core"))
+    tests = out / "RealtalkBridge.Core.Tests.dll"
+    _mcs(tests, _cs(PKG / "Tests" / "Core"), [str(core), str(NUNIT_DIR / "nunit.framework.dll")])
+    return {"dir": out, "core": core, "tests": tests}
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    """Real speech, synthesised here (no files checked in): flite, else espeak-ng via espeakng-loader."""
+    path = tmp_path_factory.mktemp("unity-audio") / "speech.wav"
+    text = ("The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore, "
+            "and the shells she sells are surely sea shells.")
+    if shutil.which("flite"):
+        subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True, capture_output=True, timeout=60)
+    else:
+        pytest.skip("needs flite to synthesise test speech")
+    return path
+
+
+def _nunit(build: dict[str, Path], env_extra: dict[str, str], *selectors: str, timeout: int = 120) -> ET.Element:
+    xml = build["dir"] / f"result-{abs(hash(selectors))}.xml"
+    env = dict(os.environ)
+    env.update(env_extra)
+    cmd = ["nunit-console", "-nologo", "-noshadow", f"-xml={xml}", str(build["tests"]), *selectors]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=build["dir"])
+    assert xml.exists(), f"nunit-console wrote no result (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    root = ET.parse(xml).getroot()
+    failures = [
+        f"{tc.get('name')}: {(tc.findtext('failure/message') or '').strip()}"
+        for tc in root.iter("test-case")
+        if tc.get("executed") == "True" and tc.get("success") != "True"
+    ]
+    ignored = [f"{tc.get('name')}: {(tc.findtext('reason/message') or '').strip()}"
+               for tc in root.iter("test-case") if tc.get("executed") != "True"]
+    assert not failures, "NUnit failures:\n" + "\n".join(failures) + "\n" + proc.stdout[-3000:]
+    assert not ignored, "NUnit tests did not run:\n" + "\n".join(ignored)
+    return root
+
+
+def _ran(root: ET.Element) -> set[str]:
+    return {tc.get("name").rsplit(".", 2)[-2] + "." + tc.get("name").rsplit(".", 1)[-1]
+            for tc in root.iter("test-case") if tc.get("executed") == "True"}
+
+
+def test_core_unit_and_fault_injection(build):
+    env = {"REALTALK_PYTHON": sys.executable, "REALTALK_REPO": str(REPO), "REALTALK_PEERS": str(REPO / "tests" / "unity_peers.py")}
+    root = _nunit(build, env, "-exclude=Sidecar,Vectors")
+    ran = _ran(root)
+    for name in ("MsgPackTests.TruncatedAndHostileInputThrowsMsgPackExceptionOnly",
+                 "ZmtpFramingTests.FramesSurviveOneByteReads",
+                 "BlendshapeMapTests.CommonSpellingsMatchArkitNames",
+                 "FaultInjectionTests.MalformedMessagesAreDroppedAndTheThreadSurvives",
+                 "FaultInjectionTests.HeartbeatsKeepAQuietLinkAliveAndDetectAHungPeer"):
+        assert name in ran, f"{name} did not run; ran: {sorted(ran)}"
