@@ -103,3 +103,51 @@ def test_core_unit_and_fault_injection(build):
                  "FaultInjectionTests.MalformedMessagesAreDroppedAndTheThreadSurvives",
                  "FaultInjectionTests.HeartbeatsKeepAQuietLinkAliveAndDetectAHungPeer"):
         assert name in ran, f"{name} did not run; ran: {sorted(ran)}"
+
+
+def _compile_unity_side(out: Path, core: Path) -> None:
+    stubs = PKG / "Tests" / "Stubs~"
+    engine, editor = out / "UnityEngine.dll", out / "UnityEditor.dll"
+    _mcs(engine, [str(stubs / "UnityEngine.cs")])
+    _mcs(editor, [str(stubs / "UnityEditor.cs")], [str(engine)])
+    runtime = out / "RealtalkBridge.Unity.dll"
+    # UNITY_EDITOR on: the editor-only branches must compile too
+    _mcs(runtime, _cs(PKG / "Runtime" / "Unity") + ["-define:UNITY_EDITOR"], [str(engine), str(editor), str(core)])
+    _mcs(out / "RealtalkBridge.Unity.Player.dll", _cs(PKG / "Runtime" / "Unity"), [str(engine), str(core)])
+    _mcs(out / "RealtalkBridge.Editor.dll", _cs(PKG / "Editor"), [str(engine), str(editor), str(core), str(runtime)])
+    _mcs(out / "RealtalkBridge.Samples.dll", _cs(PKG / "Samples~"), [str(engine), str(core), str(runtime)])
+
+
+def test_unity_scripts_compile_against_stub(build):
+    """Compile-only: Runtime/Unity, Editor and Samples~ against the UnityEngine/UnityEditor stub."""
+    _compile_unity_side(build["dir"], build["core"])
+
+
+def test_core_uses_no_engine_types():
+    for path in (PKG / "Runtime" / "Core").glob("*.cs"):
+        text = path.read_text()
+        assert "UnityEngine" not in text and "UnityEditor" not in text, f"{path.name} must stay engine-free"
+        # IL2CPP: no reflection-driven serialisation in the core
+        assert "System.Reflection" not in text and "GetType().GetField" not in text, path.name
+
+
+def test_package_layout_and_meta_files():
+    manifest = json.loads((PKG / "package.json").read_text())
+    assert re.fullmatch(r"com\.[a-z0-9-]+\.[a-z0-9.-]+", manifest["name"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["version"])
+    for sample in manifest["samples"]:
+        assert (PKG / sample["path"]).is_dir(), sample
+    core = json.loads((PKG / "Runtime" / "Core" / "RealtalkBridge.Core.asmdef").read_text())
+    assert core["noEngineReferences"] is True
+    editor = json.loads((PKG / "Editor" / "RealtalkBridge.Editor.asmdef").read_text())
+    assert editor["includePlatforms"] == ["Editor"]
+    proc = subprocess.run([sys.executable, str(PKG / "Tools~" / "make_meta.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    guids = [re.search(r"^guid: ([0-9a-f]{32})$", m.read_text(), re.M).group(1) for m in PKG.rglob("*.meta")]
+    assert len(guids) == len(set(guids)), "duplicate GUIDs"
+
+
+@pytest.mark.skipif(not VECTORS.is_dir() or not any(VECTORS.glob("*.msgpack")),
+                    reason="protocol/vectors/ is not on this branch yet (golden vectors come from the sidecar work)")
+def test_core_decodes_golden_vectors(build):
+    _nunit(build, {"REALTALK_VECTORS": str(VECTORS)}, "-run=RealtalkBridge.Tests.GoldenVectorTests")
