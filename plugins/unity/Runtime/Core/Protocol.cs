@@ -136,6 +136,21 @@ namespace RealtalkBridge
             return true;
         }
 
+        /// <summary>Checks the envelope every payload must have: valid msgpack, one map with str keys, no trailing bytes.</summary>
+        public static bool IsWellFormedMap(byte[] buf, int offset, int count, out string error)
+        {
+            error = null;
+            try
+            {
+                var r = new MsgPackReader(buf, offset, count);
+                if (r.PeekType() != MsgPackType.Map) return Fail(out error, "payload is not a map");
+                r.ReadObject();   // rejects non-str keys and bad nesting
+                if (!r.AtEnd) return Fail(out error, "trailing bytes after the map");
+                return true;
+            }
+            catch (MsgPackException e) { return Fail(out error, e.Message); }
+        }
+
         /// <summary>Reads the `type` key of a payload without decoding the rest. Null when absent or not a map.</summary>
         public static string PeekType(byte[] payload, int offset, int count)
         {
@@ -253,9 +268,15 @@ namespace RealtalkBridge
                 int count4 = w.Count / 4;
                 if (names != null && names.Length != count4)
                     return Fail(out error, "w has " + count4 + " values but the layout has " + names.Length + " names");
-                frame.Names = names;
+                if (frame.Fps != 0 && !(frame.Fps >= 1 && frame.Fps <= 120)) return Fail(out error, "fps out of range 1..120");
                 if (frame.Weights.Length < count4) frame.Weights = new float[count4];
                 MsgPackReader.CopyFloat32LE(w, frame.Weights, 0);
+                for (int i = 0; i < count4; i++)
+                    if (float.IsNaN(frame.Weights[i]) || float.IsInfinity(frame.Weights[i])) return Fail(out error, "w holds a non-finite value");
+                if (frame.HasPose)
+                    for (int i = 0; i < 6; i++)
+                        if (float.IsNaN(frame.Pose[i]) || float.IsInfinity(frame.Pose[i])) return Fail(out error, "pose holds a non-finite value");
+                frame.Names = names;
                 frame.Count = count4;
                 return true;
             }

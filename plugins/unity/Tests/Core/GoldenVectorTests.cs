@@ -117,35 +117,51 @@ namespace RealtalkBridge.Tests
         public void EveryVectorDecodesAsExpected()
         {
             string dir = Dir();
-            var files = Directory.GetFiles(dir, "*.msgpack");
-            Array.Sort(files, StringComparer.Ordinal);
-            Assert.IsNotEmpty(files, "no vectors in " + dir);
-            int good = 0, bad = 0;
+            var index = (Dictionary<string, object>)MiniJson.Parse(File.ReadAllText(Path.Combine(dir, "index.json")));
+            var vectors = (List<object>)index["vectors"];
+            Assert.IsNotEmpty(vectors);
+            int good = 0, bad = 0, serverOnly = 0;
             var report = new List<string>();
-            foreach (var file in files)
+            foreach (Dictionary<string, object> v in vectors)
             {
-                string name = Path.GetFileNameWithoutExtension(file);
-                byte[] bytes = File.ReadAllBytes(file);
-                string kind;
-                string reject = TypedReject(bytes, out kind);
-                if (name.StartsWith("bad_", StringComparison.Ordinal))
+                string name = (string)v["name"], kind = (string)v["kind"], expect = (string)v["expect"];
+                byte[] bytes = File.ReadAllBytes(Path.Combine(dir, name + ".msgpack"));
+                object expectation = MiniJson.Parse(File.ReadAllText(Path.Combine(dir, name + ".json")));
+                string envelope;
+                bool wellFormed = Protocol.IsWellFormedMap(bytes, 0, bytes.Length, out envelope);
+                if (expect != "ok")
                 {
-                    if (kind == "request") { report.Add(name + ": request (the sidecar rejects it)"); continue; }
-                    Assert.IsNotNull(reject, name + " (" + kind + ") must be rejected but was accepted");
-                    report.Add(name + ": rejected (" + reject + ")");
-                    bad++;
+                    if (kind == "stream")
+                    {
+                        string k;
+                        string reject = TypedReject(bytes, out k);
+                        Assert.IsNotNull(reject, name + " must be dropped by a client but was accepted");
+                        report.Add(name + ": dropped (" + reject + ")");
+                        bad++;
+                    }
+                    else if (expect == "bad_msgpack")
+                    {
+                        Assert.IsFalse(wellFormed, name + " is not a well-formed payload but was accepted");
+                        report.Add(name + ": rejected (" + envelope + ")");
+                        bad++;
+                    }
+                    else { report.Add(name + ": " + expect + " (the sidecar's to reject)"); serverOnly++; }
                     continue;
                 }
-                Assert.IsNull(reject, name + " (" + kind + ") was rejected: " + reject);
-                object decoded = new MsgPackReader(bytes).ReadObject();
-                string jsonPath = Path.Combine(dir, name + ".json");
-                Assert.IsTrue(File.Exists(jsonPath), name + " has no .json expectation");
-                Compare(MiniJson.Parse(File.ReadAllText(jsonPath)), decoded, name);
+                Assert.IsTrue(wellFormed, name + ": " + envelope);
+                if (kind == "stream" || kind == "reply")
+                {
+                    string k;
+                    string reject = TypedReject(bytes, out k);
+                    Assert.IsNull(reject, name + " (" + k + ") was rejected: " + reject);
+                }
+                Compare(expectation, new MsgPackReader(bytes).ReadObject(), name);
                 report.Add(name + ": ok (" + kind + ")");
                 good++;
             }
             Console.WriteLine(string.Join("\n", report.ToArray()));
-            Assert.Greater(good, 0, "no good vectors");
+            Assert.Greater(good, 10, "good vectors");
+            Assert.Greater(bad, 5, "bad vectors a client must reject");
         }
     }
 }
