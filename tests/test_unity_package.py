@@ -151,3 +151,26 @@ def test_package_layout_and_meta_files():
                     reason="protocol/vectors/ is not on this branch yet (golden vectors come from the sidecar work)")
 def test_core_decodes_golden_vectors(build):
     _nunit(build, {"REALTALK_VECTORS": str(VECTORS)}, "-run=RealtalkBridge.Tests.GoldenVectorTests")
+
+
+SERVE = REPO / "realtalk_bridge" / "sidecar" / "serve.py"
+DEFAULT_MODEL = REPO / "models" / "a2e" / "default.onnx"
+
+
+@pytest.fixture(scope="module")
+def serve_model(request) -> Path:
+    """The shipped A2E model when present, else the real tiny model the A2E tests train (conftest tiny_a2e_onnx)."""
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
+    return request.getfixturevalue("tiny_a2e_onnx")
+
+
+@pytest.mark.skipif(not SERVE.exists(), reason="the sidecar (realtalk_bridge/sidecar/serve.py) is not on this branch yet")
+def test_core_against_real_sidecar(build, speech_wav, serve_model):
+    """Stream frames from `serve --input`, bake clips, survive a sidecar restart: all against the real process."""
+    serve_args = (f'-m realtalk_bridge serve --no-mic --loop --input "{speech_wav}" --model "{serve_model}" '
+                  "--pub {pub} --ctl {ctl} --log-level warning")
+    env = {"REALTALK_PYTHON": sys.executable, "REALTALK_REPO": str(REPO), "REALTALK_SERVE_ARGS": serve_args,
+           "REALTALK_SPEECH_WAV": str(speech_wav)}
+    root = _nunit(build, env, "-run=RealtalkBridge.Tests.SidecarTests", timeout=240)
+    assert len(_ran(root)) >= 4

@@ -22,6 +22,9 @@ namespace RealtalkBridge
         /// status once per second, so 3 s of silence means it is gone or wedged.</summary>
         public int StaleAfterMs = 4000;
         public int MaxEventsQueued = 256;
+        /// <summary>Optional control endpoint: after each (re)connect the thread sends `hello` there to learn the
+        /// layouts at once (frames carry names only about once per second; without them a frame cannot be used).</summary>
+        public string HelloEndpoint;
     }
 
     /// <summary>Receives the stream. Thread-safe getters; the receive thread never lets an exception escape.</summary>
@@ -43,7 +46,7 @@ namespace RealtalkBridge
         long _latestVersion;
         StatusMessage _status;
 
-        long _frames, _malformed, _gaps, _reconnects, _connects, _statusCount, _eventsCount, _threadFaults;
+        long _frames, _malformed, _unnamed, _gaps, _reconnects, _connects, _statusCount, _eventsCount, _threadFaults;
         string _lastError = "";
         readonly Dictionary<string, long> _lastSeq = new Dictionary<string, long>();
 
@@ -56,6 +59,8 @@ namespace RealtalkBridge
         public ConnectionState State { get { return _state; } }
         public long FramesReceived { get { return Interlocked.Read(ref _frames); } }
         public long MalformedDropped { get { return Interlocked.Read(ref _malformed); } }
+        /// <summary>Valid frames skipped because their layout's names were not known yet (SPEC 3.1: never guess).</summary>
+        public long SkippedUnknownLayout { get { return Interlocked.Read(ref _unnamed); } }
         public long SeqGaps { get { return Interlocked.Read(ref _gaps); } }
         public long Reconnects { get { return Interlocked.Read(ref _reconnects); } }
         public long Connects { get { return Interlocked.Read(ref _connects); } }
@@ -141,6 +146,7 @@ namespace RealtalkBridge
                     if (!_running) break;
                     sock.Connect(_opt.Endpoint, _opt.ConnectTimeoutMs);
                     foreach (var topic in _opt.Topics) sock.Subscribe(topic);
+                    if (!string.IsNullOrEmpty(_opt.HelloEndpoint)) SeedFromHello();
                     _state = ConnectionState.Connected;
                     Interlocked.Increment(ref _connects);
                     if (everConnected) Interlocked.Increment(ref _reconnects);
@@ -179,6 +185,27 @@ namespace RealtalkBridge
             _state = ConnectionState.Stopped;
         }
 
+        void SeedFromHello()
+        {
+            try
+            {
+                using (var ctl = new ControlClient(_opt.HelloEndpoint, _transport) { ConnectTimeoutMs = 1000 })
+                {
+                    var st = ctl.Hello(1500);
+                    lock (_lock)
+                    {
+                        foreach (var kv in st.Layouts) _names[kv.Key] = kv.Value;
+                        if (_status == null) _status = st;
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                // not fatal: names also come with frames and status
+                SetError("hello on " + _opt.HelloEndpoint + " failed: " + e.Message);
+            }
+        }
+
         void SleepInterruptible(int ms)
         {
             int end = Environment.TickCount + ms;
@@ -208,7 +235,7 @@ namespace RealtalkBridge
                 bool ok;
                 lock (_lock) ok = Protocol.TryDecodeCoeffs(payload, 0, payload.Length, _scratch, _names, out error);
                 if (!ok) { Malformed(error); return; }
-                if (_scratch.Names == null) { Malformed("frame of unknown layout " + _scratch.Layout + " (names not yet seen)"); return; }
+                if (_scratch.Names == null) { Interlocked.Increment(ref _unnamed); return; }
                 long prev;
                 if (_lastSeq.TryGetValue(_scratch.Stream, out prev) && _scratch.Seq > prev + 1) Interlocked.Increment(ref _gaps);
                 _lastSeq[_scratch.Stream] = _scratch.Seq;

@@ -58,6 +58,7 @@ namespace RealtalkBridge.Unity
             {
                 Endpoint = streamEndpoint,
                 StreamFilter = string.IsNullOrEmpty(streamId) ? null : streamId,
+                HelloEndpoint = controlEndpoint,
             }, TransportOverride);
             _rx.Start();
         }

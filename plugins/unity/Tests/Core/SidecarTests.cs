@@ -175,11 +175,11 @@ namespace RealtalkBridge.Tests
             return null;
         }
 
-        StreamReceiver NewReceiver(string filter)
+        StreamReceiver NewReceiver(string filter, bool hello = true)
         {
             return new StreamReceiver(new StreamReceiverOptions
             {
-                Endpoint = PubEndpoint, StreamFilter = filter, BackoffMinMs = 50, BackoffMaxMs = 400, ConnectTimeoutMs = 1000,
+                Endpoint = PubEndpoint, StreamFilter = filter, HelloEndpoint = hello ? CtlEndpoint : null, BackoffMinMs = 50, BackoffMaxMs = 400, ConnectTimeoutMs = 1000,
             });
         }
 
@@ -218,6 +218,8 @@ namespace RealtalkBridge.Tests
             var frames = Collect(_rx, 25, 30000);
             Assert.GreaterOrEqual(frames.Count, 25, "frames from --input; last error: " + _rx.LastError);
             Assert.AreEqual(0, _rx.MalformedDropped, _rx.LastError);
+            // hello taught the layout before the first frame: nothing was skipped for want of names
+            Assert.AreEqual(0, _rx.SkippedUnknownLayout);
             var first = frames[0];
             Assert.AreEqual("file", first.Stream);
             Assert.AreEqual("arkit52", first.Layout);
@@ -291,9 +293,10 @@ namespace RealtalkBridge.Tests
         public void SurvivesASidecarRestart()
         {
             StartSidecar();
-            _rx = NewReceiver(null);
+            _rx = NewReceiver(null, hello: false);   // names then come only from frames and status (SPEC 3.1)
             _rx.Start();
             Assert.GreaterOrEqual(Collect(_rx, 5, 30000).Count, 5, "no frames before the restart: " + _rx.LastError);
+            Assert.AreEqual(0, _rx.MalformedDropped, _rx.LastError);
             WaitReady();
 
             _sidecar.Kill();
