@@ -36,6 +36,7 @@ namespace RealtalkBridge
         string[] _sourceNames;
         string[] _targetNames;
         float[] _state = new float[0];
+        float[] _raw = new float[0];
         bool _hasState;
         readonly Dictionary<string, ChannelSettings> _overrides = new Dictionary<string, ChannelSettings>(StringComparer.Ordinal);
 
@@ -109,22 +110,21 @@ namespace RealtalkBridge
             _sourceNames = sourceNames;
             _targetNames = targetNames;
             _state = new float[targetNames.Length];
+            _raw = new float[targetNames.Length];
             _hasState = false;
         }
 
         /// <summary>The target index a source channel drives, or -1.</summary>
         public int TargetOf(int sourceIndex) { return _sourceToTarget[sourceIndex]; }
 
-        /// <summary>Maps one frame: writes every target weight into `targets` (scaled to OutputScale) and sets
-        /// `touched[i]` for the targets driven. Returns the number of targets written.</summary>
+        /// <summary>Maps one frame: writes every driven target weight into `targets` (scaled to OutputScale) and sets
+        /// `touched[i]` for those targets. `dt` is the time since the previous call (for smoothing). Returns the count.</summary>
         public int Apply(float[] source, int count, float dt, float[] targets, bool[] touched)
         {
             if (_sourceNames == null) throw new InvalidOperationException("call Bind first");
             int n = Math.Min(count, _sourceToTarget.Length);
             for (int i = 0; i < touched.Length; i++) touched[i] = false;
-            // exponential smoothing, correct for any frame time: a = 1 - exp(-dt / tau)
-            float a = (SmoothingSeconds > 0f && _hasState) ? (float)(1.0 - Math.Exp(-Math.Max(0f, dt) / SmoothingSeconds)) : 1f;
-            int written = 0;
+            // 1) gain/offset/clamp per source; several sources on one target (two spellings both present): the larger
             for (int j = 0; j < n; j++)
             {
                 int t = _sourceToTarget[j];
@@ -135,13 +135,18 @@ namespace RealtalkBridge
                 v = v * cs.Gain * GlobalGain + cs.Offset;
                 if (v < cs.Min) v = cs.Min;
                 if (v > cs.Max) v = cs.Max;
-                float prev = _state[t];
-                float s = prev + a * (v - prev);
-                // two source channels may drive one target (e.g. both spellings present): keep the larger
-                if (touched[t]) s = Math.Max(s, _state[t]);
-                _state[t] = s;
-                targets[t] = s * OutputScale;
-                if (!touched[t]) { touched[t] = true; written++; }
+                if (!touched[t] || v > _raw[t]) _raw[t] = v;
+                touched[t] = true;
+            }
+            // 2) exponential smoothing, correct for any frame time: a = 1 - exp(-dt / tau)
+            float a = (SmoothingSeconds > 0f && _hasState) ? (float)(1.0 - Math.Exp(-Math.Max(0f, dt) / SmoothingSeconds)) : 1f;
+            int written = 0;
+            for (int t = 0; t < touched.Length; t++)
+            {
+                if (!touched[t]) continue;
+                _state[t] += a * (_raw[t] - _state[t]);
+                targets[t] = _state[t] * OutputScale;
+                written++;
             }
             _hasState = true;
             return written;

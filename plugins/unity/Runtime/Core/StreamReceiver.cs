@@ -57,6 +57,9 @@ namespace RealtalkBridge
         }
 
         public ConnectionState State { get { return _state; } }
+        /// <summary>Receive time minus the frame's `wall` for the newest frame, in ms (same-machine clocks).</summary>
+        public double LastLatencyMs { get { return Interlocked.CompareExchange(ref _latencyMs, 0, 0); } }
+        double _latencyMs;
         public long FramesReceived { get { return Interlocked.Read(ref _frames); } }
         public long MalformedDropped { get { return Interlocked.Read(ref _malformed); } }
         /// <summary>Valid frames skipped because their layout's names were not known yet (SPEC 3.1: never guess).</summary>
@@ -128,6 +131,8 @@ namespace RealtalkBridge
                 return _names.TryGetValue(layout, out n) ? n : null;
             }
         }
+
+        static readonly DateTime UnixEpoch = new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc);
 
         void SetError(string e) { lock (_lock) _lastError = e; }
 
@@ -239,6 +244,11 @@ namespace RealtalkBridge
                 long prev;
                 if (_lastSeq.TryGetValue(_scratch.Stream, out prev) && _scratch.Seq > prev + 1) Interlocked.Increment(ref _gaps);
                 _lastSeq[_scratch.Stream] = _scratch.Seq;
+                if (_scratch.Wall > 0)
+                {
+                    double now = (DateTime.UtcNow - UnixEpoch).TotalSeconds;
+                    Interlocked.Exchange(ref _latencyMs, (now - _scratch.Wall) * 1000.0);
+                }
                 Interlocked.Increment(ref _frames);
                 if (!string.IsNullOrEmpty(_opt.StreamFilter) && _scratch.Stream != _opt.StreamFilter) return;
                 lock (_lock)

@@ -77,7 +77,8 @@ namespace RealtalkBridge.Unity
         {
             if (_rx == null) { StatusText = "stopped"; return; }
             var st = _rx.State;
-            StatusText = st + ": " + _rx.FramesReceived + " frames, " + _rx.SeqGaps + " gaps, " + _rx.MalformedDropped + " dropped"
+            StatusText = st + ": " + _rx.FramesReceived + " frames, " + _rx.SeqGaps + " gaps, " + _rx.MalformedDropped + " dropped, "
+                         + _rx.LastLatencyMs.ToString("F1") + " ms"
                          + (st == ConnectionState.Connected ? "" : " (" + _rx.LastError + ")");
             if (logStateChanges && st != _shownState)
             {

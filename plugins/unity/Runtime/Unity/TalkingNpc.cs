@@ -24,6 +24,7 @@ namespace RealtalkBridge.Unity
         public int bakeTimeoutMs = 120000;
 
         AudioSource _audio;
+        ControlClient _ctl;
         CoefficientTrack _track;
         float[] _sample = new float[0];
         bool _playing;
@@ -35,6 +36,11 @@ namespace RealtalkBridge.Unity
         public CoefficientTrack Track { get { return _track; } }
 
         void Awake() { _audio = GetComponent<AudioSource>(); }
+
+        void OnDestroy()
+        {
+            if (_ctl != null) { _ctl.Dispose(); _ctl = null; }
+        }
 
         void Start()
         {
@@ -59,7 +65,13 @@ namespace RealtalkBridge.Unity
                 if (client == null) { LastError = "no RealtalkClient to bake with and no cached track"; Debug.LogWarning("[Realtalk] " + LastError); yield break; }
                 float[] mono = AudioClipSamples.Mono(audioClip);   // main thread only
                 int rate = audioClip.frequency;
-                var ctl = client.Control;
+                // its own control connection: a long bake must not hold up other requests (e.g. push_audio)
+                if (_ctl == null || _ctl.Endpoint != client.controlEndpoint)
+                {
+                    if (_ctl != null) _ctl.Dispose();
+                    _ctl = new ControlClient(client.controlEndpoint, RealtalkClient.TransportOverride) { ClientName = "realtalk-unity-npc" };
+                }
+                var ctl = _ctl;
                 double bakeFps = fps;
                 int timeout = bakeTimeoutMs;
                 CoefficientTrack result = null;

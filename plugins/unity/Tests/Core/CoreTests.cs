@@ -374,6 +374,18 @@ namespace RealtalkBridge.Tests
         }
 
         [Test]
+        public void TwoSpellingsOnOneTargetTakeTheLarger()
+        {
+            var map = new BlendshapeMap();
+            map.Bind(new[] { "jawOpen", "JawOpen", "mouthClose" }, new[] { "jawOpen" });
+            var o = new float[1]; var t = new bool[1];
+            Assert.AreEqual(1, map.Apply(new[] { 0.2f, 0.6f, 1f }, 3, 0.02f, o, t));
+            Assert.AreEqual(60f, o[0], 1e-4);
+            map.Apply(new[] { 0.7f, 0.1f, 1f }, 3, 0.02f, o, t);
+            Assert.AreEqual(70f, o[0], 1e-4);
+        }
+
+        [Test]
         public void SmoothingDependsOnElapsedTimeNotFrameCount()
         {
             // 10 steps of 10 ms must land where 1 step of 100 ms lands
