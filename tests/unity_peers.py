@@ -3,8 +3,11 @@
 `malformed`: a PUB that interleaves valid coefficient frames with every kind of broken message a client
 must drop (bad msgpack, wrong frame count, wrong version, short weights, bad UTF-8, deep nesting).
 `silent`: a PUB that never sends anything, for heartbeat (ZMTP PING/PONG) tests.
+`oversize`: a PUB that sends a 200 kB message now and then between valid frames (size-limit tests).
+`router`: a ROUTER that answers every request with ok after the request's `delay` seconds (timeouts, ids).
 
-Usage: python tests/unity_peers.py {malformed|silent} --pub tcp://127.0.0.1:PORT
+Usage: python tests/unity_peers.py {malformed|silent|oversize} --pub tcp://127.0.0.1:PORT
+       python tests/unity_peers.py router --ctl tcp://127.0.0.1:PORT
 """
 from __future__ import annotations
 
@@ -52,12 +55,37 @@ def broken_messages(seq: int) -> list[list[bytes]]:
     ]
 
 
+def router(ctx: zmq.Context, endpoint: str) -> int:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    pending: list[tuple[float, list[bytes]]] = []
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    while True:
+        now = time.monotonic()
+        for due, msg in [p for p in pending if p[0] <= now]:
+            sock.send_multipart(msg)
+        pending = [p for p in pending if p[0] > now]
+        if not poller.poll(10):
+            continue
+        parts = sock.recv_multipart()
+        req = msgpack.unpackb(parts[-1])
+        reply = {"v": 1, "op": req.get("op"), "ok": True, "echo": req.get("n", 0)}
+        if "id" in req:
+            reply["id"] = req["id"]
+        pending.append((now + float(req.get("delay", 0.0)), parts[:-1] + [msgpack.packb(reply)]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["malformed", "silent"])
-    ap.add_argument("--pub", required=True)
+    ap.add_argument("mode", choices=["malformed", "silent", "oversize", "router"])
+    ap.add_argument("--pub")
+    ap.add_argument("--ctl")
     args = ap.parse_args()
     ctx = zmq.Context()
+    if args.mode == "router":
+        return router(ctx, args.ctl)
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(args.pub)
@@ -67,8 +95,12 @@ def main() -> int:
             if args.mode == "silent":
                 time.sleep(0.5)
                 continue
-            for parts in broken_messages(seq):
-                pub.send_multipart(parts)
+            if args.mode == "oversize":
+                if seq % 10 == 5:
+                    pub.send_multipart([b"coeffs/big", b"\0" * 200_000])
+            else:
+                for parts in broken_messages(seq):
+                    pub.send_multipart(parts)
             pub.send_multipart([b"coeffs/good", coeffs("good", seq)])
             seq += 1
             time.sleep(0.02)

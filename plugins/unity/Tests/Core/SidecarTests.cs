@@ -391,6 +391,56 @@ namespace RealtalkBridge.Tests
         }
 
         [Test]
+        public void OversizedMessagesCostTheConnectionNotTheThread()
+        {
+            StartPeer("oversize");
+            var transport = new ZmtpTransport { MaxMessageSize = 64 * 1024 };
+            _rx = new StreamReceiver(new StreamReceiverOptions
+            {
+                Endpoint = "tcp://127.0.0.1:" + _pub, BackoffMinMs = 20, BackoffMaxMs = 50, StaleAfterMs = 20000,
+            }, transport);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.Reconnects >= 2 && _rx.FramesReceived >= 5; }, 20000),
+                "reconnects " + _rx.Reconnects + ", frames " + _rx.FramesReceived + ", last error " + _rx.LastError);
+            Assert.IsTrue(_rx.IsThreadAlive);
+            Assert.AreEqual(0, _rx.ThreadFaults, _rx.LastError);
+        }
+
+        [Test]
+        public void ControlTimeoutsRecoverAndRepliesMatchTheirRequest()
+        {
+            _peer = new ChildProcess(_python, "\"" + _peers + "\" router --ctl tcp://127.0.0.1:" + _pub, _repo);
+            _peer.Start();
+            using (var ctl = new ControlClient("tcp://127.0.0.1:" + _pub) { ConnectTimeoutMs = 500 })
+            {
+                Func<double, long, Action<MsgPackWriter, long>> req = delegate (double delay, long n)
+                {
+                    return delegate (MsgPackWriter w, long id)
+                    {
+                        Protocol.BeginRequest(w, "ping", id, 2);
+                        w.WriteString("delay"); w.WriteDouble(delay);
+                        w.WriteString("n"); w.WriteInt(n);
+                    };
+                };
+                byte[] reply = null;
+                Assert.IsTrue(Env.WaitFor(delegate
+                {
+                    try { reply = ctl.Request(req(0, 1), 500); return true; }
+                    catch (TransportException) { return false; }
+                }, 15000), "router peer did not come up");
+                Assert.AreEqual(1L, Protocol.ReadField(reply, 0, reply.Length, "echo"));
+                // a slow reply times out ...
+                Assert.Throws<TransportException>(delegate { ctl.Request(req(0.6, 2), 200); });
+                // ... and the next request gets its own reply, not the late one
+                reply = ctl.Request(req(0, 3), 2000);
+                Assert.AreEqual(3L, Protocol.ReadField(reply, 0, reply.Length, "echo"));
+                Thread.Sleep(700);
+                reply = ctl.Request(req(0, 4), 2000);
+                Assert.AreEqual(4L, Protocol.ReadField(reply, 0, reply.Length, "echo"));
+            }
+        }
+
+        [Test]
         public void StopIsPromptWhileConnecting()
         {
             // nothing listens on this port: the thread is in its connect/backoff loop
