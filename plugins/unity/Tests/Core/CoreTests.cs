@@ -324,6 +324,37 @@ namespace RealtalkBridge.Tests
         }
 
         [Test]
+        public void CurveKeysReproduceTheTrackWithinTolerance()
+        {
+            // a ramp, a hold and a spike: the ramp and hold collapse to few keys, the spike survives
+            int n = 90;
+            var w = new float[n * 2];
+            for (int i = 0; i < n; i++)
+            {
+                w[2 * i] = i < 30 ? i / 30f : (i < 60 ? 1f : 0f);
+                w[2 * i + 1] = i == 75 ? 0.8f : 0f;
+            }
+            var tr = new CoefficientTrack { Fps = 30, T0 = 0, Names = new[] { "jawOpen", "mouthClose" }, FrameCount = n, Weights = w };
+            var times = new List<float>(); var values = new List<float>();
+            for (int c = 0; c < 2; c++)
+            {
+                TrackCurves.Channel(tr, c, 100f, 0.5f, times, values);
+                Assert.Less(times.Count, 10, "channel " + c + " keys");
+                Assert.AreEqual(0f, times[0]);
+                Assert.AreEqual((n - 1) / 30f, times[times.Count - 1], 1e-5);
+                for (int i = 0; i < n; i++)
+                {
+                    float t = i / 30f;
+                    int k = 0;
+                    while (k < times.Count - 2 && times[k + 1] < t) k++;
+                    float a = (t - times[k]) / (times[k + 1] - times[k]);
+                    float lin = values[k] + Math.Max(0f, Math.Min(1f, a)) * (values[k + 1] - values[k]);
+                    Assert.AreEqual(w[2 * i + c] * 100f, lin, 0.5f + 1e-3, "channel " + c + " frame " + i);
+                }
+            }
+        }
+
+        [Test]
         public void TrackSamplingInterpolatesAndClamps()
         {
             var tr = new CoefficientTrack { Fps = 10, T0 = 0.05, Names = new[] { "a" }, FrameCount = 3, Weights = new[] { 0f, 1f, 0.5f } };
