@@ -150,7 +150,13 @@ namespace RealtalkBridge
                     _socket = sock;
                     if (!_running) break;
                     sock.Connect(_opt.Endpoint, _opt.ConnectTimeoutMs);
-                    foreach (var topic in _opt.Topics) sock.Subscribe(topic);
+                    foreach (var topic in _opt.Topics)
+                    {
+                        // with a stream filter, let the sidecar drop other streams' frames before they cross the wire
+                        // ("coeffs/mic" is a prefix of "coeffs/mic2" too: Handle still compares the id exactly)
+                        bool narrow = topic == "coeffs/" && !string.IsNullOrEmpty(_opt.StreamFilter);
+                        sock.Subscribe(narrow ? topic + _opt.StreamFilter : topic);
+                    }
                     if (!string.IsNullOrEmpty(_opt.HelloEndpoint)) SeedFromHello();
                     _state = ConnectionState.Connected;
                     Interlocked.Increment(ref _connects);
