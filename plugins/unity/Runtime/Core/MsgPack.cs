@@ -13,8 +13,9 @@ namespace RealtalkBridge
 
     public enum MsgPackType { Nil, Bool, Int, Float, Str, Bin, Array, Map, Ext, Invalid }
 
-    /// <summary>Reads one msgpack buffer front to back. Reuse with Reset to avoid allocation.</summary>
-    public sealed class MsgPackReader
+    /// <summary>Reads one msgpack buffer front to back. A struct, so decoding a frame allocates nothing for the
+    /// reader; pass it by ref.</summary>
+    public struct MsgPackReader
     {
         // Nesting deeper than this is rejected: a hostile payload must not overflow the stack in Skip.
         public const int MaxDepth = 32;
@@ -23,9 +24,12 @@ namespace RealtalkBridge
         int _pos;
         int _end;
 
-        public MsgPackReader() { }
-        public MsgPackReader(byte[] buffer) { Reset(buffer, 0, buffer.Length); }
-        public MsgPackReader(byte[] buffer, int offset, int count) { Reset(buffer, offset, count); }
+        public MsgPackReader(byte[] buffer) : this(buffer, 0, buffer == null ? 0 : buffer.Length) { }
+        public MsgPackReader(byte[] buffer, int offset, int count)
+        {
+            _buf = null; _pos = 0; _end = 0;
+            Reset(buffer, offset, count);
+        }
 
         public void Reset(byte[] buffer, int offset, int count)
         {

@@ -171,7 +171,7 @@ namespace RealtalkBridge
             return null;
         }
 
-        static string[] ReadNames(MsgPackReader r)
+        static string[] ReadNames(ref MsgPackReader r)
         {
             int n = r.ReadArrayHeader();
             if (n > MaxNames) throw new MsgPackException("too many names");
@@ -233,7 +233,7 @@ namespace RealtalkBridge
                         if (!MsgPackReader.KeyEquals(s, frame.Layout ?? "")) frame.Layout = DecodeUtf8(s);
                         hasLayout = true;
                     }
-                    else if (MsgPackReader.KeyEquals(k, "names")) names = ReadNames(r);
+                    else if (MsgPackReader.KeyEquals(k, "names")) names = ReadNames(ref r);
                     else if (MsgPackReader.KeyEquals(k, "w")) { w = r.ReadBin(); hasW = true; }
                     else if (MsgPackReader.KeyEquals(k, "pose"))
                     {
@@ -291,7 +291,7 @@ namespace RealtalkBridge
             catch (ArgumentException) { throw new MsgPackException("invalid UTF-8 in str"); }
         }
 
-        static StreamInfo ReadStreamInfo(MsgPackReader r)
+        static StreamInfo ReadStreamInfo(ref MsgPackReader r)
         {
             var s = new StreamInfo();
             int n = r.ReadMapHeader();
@@ -309,19 +309,19 @@ namespace RealtalkBridge
             return s;
         }
 
-        static Dictionary<string, string[]> ReadLayouts(MsgPackReader r)
+        static Dictionary<string, string[]> ReadLayouts(ref MsgPackReader r)
         {
             var d = new Dictionary<string, string[]>();
             int n = r.ReadMapHeader();
             for (int i = 0; i < n; i++)
             {
                 string id = r.ReadString();
-                d[id] = ReadNames(r);
+                d[id] = ReadNames(ref r);
             }
             return d;
         }
 
-        static void ReadModel(MsgPackReader r, StatusMessage st)
+        static void ReadModel(ref MsgPackReader r, StatusMessage st)
         {
             int n = r.ReadMapHeader();
             for (int i = 0; i < n; i++)
@@ -351,15 +351,15 @@ namespace RealtalkBridge
                     if (MsgPackReader.KeyEquals(k, "v")) v = r.ReadInt();
                     else if (MsgPackReader.KeyEquals(k, "wall")) st.Wall = r.ReadDouble();
                     else if (MsgPackReader.KeyEquals(k, "server")) st.Server = r.ReadString();
-                    else if (MsgPackReader.KeyEquals(k, "layouts")) st.Layouts = ReadLayouts(r);
+                    else if (MsgPackReader.KeyEquals(k, "layouts")) st.Layouts = ReadLayouts(ref r);
                     else if (MsgPackReader.KeyEquals(k, "streams"))
                     {
                         int m = r.ReadArrayHeader();
                         var list = new List<StreamInfo>(m);
-                        for (int j = 0; j < m; j++) list.Add(ReadStreamInfo(r));
+                        for (int j = 0; j < m; j++) list.Add(ReadStreamInfo(ref r));
                         st.Streams = list;
                     }
-                    else if (MsgPackReader.KeyEquals(k, "model")) ReadModel(r, st);
+                    else if (MsgPackReader.KeyEquals(k, "model")) ReadModel(ref r, st);
                     else r.Skip();
                 }
                 if (!r.AtEnd) return Fail(out error, "trailing bytes after the map");
@@ -503,7 +503,7 @@ namespace RealtalkBridge
                     if (MsgPackReader.KeyEquals(k, "fps")) { track.Fps = r.ReadDouble(); hasFps = true; }
                     else if (MsgPackReader.KeyEquals(k, "t0")) track.T0 = r.ReadDouble();
                     else if (MsgPackReader.KeyEquals(k, "layout")) track.Layout = r.ReadString();
-                    else if (MsgPackReader.KeyEquals(k, "names")) { track.Names = ReadNames(r); hasNames = true; }
+                    else if (MsgPackReader.KeyEquals(k, "names")) { track.Names = ReadNames(ref r); hasNames = true; }
                     else if (MsgPackReader.KeyEquals(k, "n_frames")) frames = r.ReadInt();
                     else if (MsgPackReader.KeyEquals(k, "w")) { w = r.ReadBin(); hasW = true; }
                     else r.Skip();
