@@ -323,10 +323,21 @@ namespace RealtalkBridge.Tests
         int _pub;
         ChildProcess _peer;
         StreamReceiver _rx;
+        int _unhandled;
+        string _unhandledText;
+
+        void OnUnhandled(object sender, UnhandledExceptionEventArgs e)
+        {
+            Interlocked.Increment(ref _unhandled);
+            _unhandledText = e.ExceptionObject.ToString();
+        }
 
         [SetUp]
         public void SetUp()
         {
+            // belt and braces beside ThreadFaults: any exception escaping any thread fails the test
+            _unhandled = 0;
+            AppDomain.CurrentDomain.UnhandledException += OnUnhandled;
             _python = Env.Need("REALTALK_PYTHON");
             _repo = Env.Need("REALTALK_REPO");
             _peers = Env.Need("REALTALK_PEERS");
@@ -343,6 +354,8 @@ namespace RealtalkBridge.Tests
                 _rx = null;
             }
             if (_peer != null) { _peer.Kill(); _peer = null; }
+            AppDomain.CurrentDomain.UnhandledException -= OnUnhandled;
+            Assert.AreEqual(0, _unhandled, _unhandledText);
         }
 
         void StartPeer(string mode)
