@@ -244,7 +244,7 @@ namespace RealtalkBridge.Tests
                 for (int k = 0; k < f.Count; k++) Assert.IsFalse(float.IsNaN(f.Weights[k]) || float.IsInfinity(f.Weights[k]));
             }
             // frames are sent when due: on one machine the sidecar-to-client delay is small
-            Assert.Less(_rx.LastLatencyMs, 500.0);
+            Assert.Less(_rx.LastLatencyMs, 2000.0);
             Assert.Greater(_rx.LastLatencyMs, -50.0);
             Assert.IsTrue(varies, "jawOpen never changed over " + frames.Count + " frames of speech");
             Assert.IsTrue(Env.WaitFor(delegate { return _rx.StatusReceived > 0; }, 3000), "no status heartbeat within 3 s");
