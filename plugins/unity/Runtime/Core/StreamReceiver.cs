@@ -162,12 +162,14 @@ namespace RealtalkBridge
                     Interlocked.Increment(ref _connects);
                     if (everConnected) Interlocked.Increment(ref _reconnects);
                     everConnected = true;
-                    backoff = _opt.BackoffMinMs;
                     long lastTraffic = Environment.TickCount;
                     while (_running)
                     {
                         if (sock.TryReceive(frames, 200))
                         {
+                            // back-off resets only once the link carried a message: a peer that accepts and then
+                            // drops connections must not be hammered every 100 ms
+                            backoff = _opt.BackoffMinMs;
                             lastTraffic = Environment.TickCount;
                             Handle(frames);
                         }
