@@ -293,6 +293,55 @@ namespace RealtalkBridge.Tests
         }
 
         [Test]
+        public void PushedAudioComesBackAsFramesOfThatStream()
+        {
+            // the path MicrophoneStreamer takes: stream_open, push_audio chunks, frames on coeffs/<id>, stream_close
+            StartSidecar();
+            WaitReady();
+            _rx = NewReceiver("unity-push");
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State == ConnectionState.Connected; }, 10000), _rx.LastError);
+            Thread.Sleep(300);   // let the subscription reach the sidecar before the first frame (slow joiner)
+            int sr;
+            float[] samples = Env.ReadWav(_wav, out sr);
+            Assert.AreEqual("unity-push", _ctlClient.StreamOpen("unity-push", 30, sr));
+            int chunk = sr / 50;   // 20 ms, at real-time pace like a microphone
+            int pushed = 0;
+            Exception pushError = null;
+            var pusher = new Thread(delegate ()
+            {
+                try
+                {
+                    var sw = Stopwatch.StartNew();
+                    for (int i = 0; i + chunk <= samples.Length && i < 2 * sr; i += chunk)
+                    {
+                        _ctlClient.PushAudio("unity-push", samples, i, chunk);
+                        Interlocked.Add(ref pushed, chunk);
+                        int ahead = (int)(1000.0 * (i + chunk) / sr - sw.ElapsedMilliseconds);
+                        if (ahead > 0) Thread.Sleep(ahead);
+                    }
+                }
+                catch (Exception e) { pushError = e; }
+            });
+            pusher.Start();
+            // the main thread polls the mailbox while audio flows, as a game loop would
+            var frames = Collect(_rx, 15, 15000);
+            pusher.Join(10000);
+            Assert.IsNull(pushError, pushError == null ? "" : pushError.Message);
+            Assert.GreaterOrEqual(frames.Count, 15, "frames of the pushed stream; last error " + _rx.LastError);
+            foreach (var f in frames)
+            {
+                Assert.AreEqual("unity-push", f.Stream);
+                Assert.AreEqual(30.0, f.Fps);
+                Assert.AreEqual(f.Seq / 30.0, f.T, 0.05, "t of frame " + f.Seq);
+                Assert.LessOrEqual(f.T, 2.0 + 1e-6, "a frame beyond the audio pushed");
+            }
+            _ctlClient.StreamClose("unity-push");
+            var ex = Assert.Throws<RealtalkRequestException>(delegate { _ctlClient.PushAudio("unity-push", samples, 0, chunk); });
+            Assert.AreEqual("unknown_stream", ex.Code);
+        }
+
+        [Test]
         public void SurvivesASidecarRestart()
         {
             StartSidecar();
