@@ -69,9 +69,8 @@ def add_arguments(p) -> None:
             mod.add_arguments(p)
 
 
-def load_config(path, extra: set[str] = frozenset()) -> dict:
-    """Read a TOML config: keys of DEFAULTS, plus `extra` (options that the bridges and the non-verbal
-    layer registered on the parser, e.g. `vmc = "127.0.0.1:39539"`)."""
+def load_config(path) -> dict:
+    """Read a TOML config: any key of DEFAULTS (serve's own, the bridges' and the non-verbal layer's)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -85,11 +84,8 @@ def load_config(path, extra: set[str] = frozenset()) -> dict:
     cfg = {}
     for key, value in raw.items():
         k = key.replace("-", "_")
-        if k in extra:
-            cfg[k] = value
-            continue
         if k not in DEFAULTS:
-            raise ValueError(f"config {path}: unknown option {key!r} (known: {', '.join(sorted(set(DEFAULTS) | set(extra)))})")
+            raise ValueError(f"config {path}: unknown option {key!r} (known: {', '.join(sorted(DEFAULTS))})")
         if DEFAULTS[k] is not None and not isinstance(value, type(DEFAULTS[k])) and not (
                 isinstance(DEFAULTS[k], float) and isinstance(value, int)):
             raise ValueError(f"config {path}: {key} must be {type(DEFAULTS[k]).__name__}, got {value!r}")
@@ -100,16 +96,12 @@ def load_config(path, extra: set[str] = frozenset()) -> dict:
 def resolve(args) -> dict:
     """Command line > config file > defaults."""
     opts = dict(DEFAULTS)
-    extra = {k for k in vars(args) if k not in DEFAULTS and k not in ("config", "make_curve_keys")}
     if args.config:
-        cfg = load_config(args.config, extra)
-        for k in extra & set(cfg):  # bridge / non-verbal options: the command line wins over the file
-            if getattr(args, k) in (None, False):
-                setattr(args, k, cfg.pop(k))
-        opts.update({k: v for k, v in cfg.items() if k in DEFAULTS})
+        opts.update(load_config(args.config))
     for k in DEFAULTS:
         v = getattr(args, k, None)
-        if v is not None:
+        # None: not on the command line; False from a store_true flag (e.g. --vmc-head) means the same
+        if v is not None and not (v is False and isinstance(DEFAULTS[k], bool)):
             opts[k] = v
     return opts
 
