@@ -68,13 +68,14 @@ def test_bake_file_bytes_and_other_fps(server, runtime, speech):
     import soundfile as sf
 
     x = speech[:16000 * 2]
+    x16 = np.round(x * 32767).astype(np.int16)
     buf = io.BytesIO()
-    sf.write(buf, x, 16000, format="FLAC")
+    sf.write(buf, x16, 16000, format="FLAC", subtype="PCM_16")  # lossless: the same samples as x16
     with Client(server.ctl_endpoint) as c:
         flac = c.bake(buf.getvalue(), fps=25)
         assert flac.weights.shape == (50, 52)
-        raw = c.bake((x * 32767).astype(np.int16), fps=25)
-        np.testing.assert_allclose(flac.weights, raw.weights, atol=2e-3)  # 16-bit quantisation only
+        raw = c.bake(x16, fps=25)
+        np.testing.assert_allclose(flac.weights, raw.weights, atol=1e-6)
         film = c.bake(x, fps=24)  # not a native stream rate: resampled from the 60 fps grid
         assert film.weights.shape == (48, 52) and film.fps == 24
         with pytest.raises(RequestError) as e:
