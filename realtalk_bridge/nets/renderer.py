@@ -100,6 +100,7 @@ class CrossAttention(nn.Module):
     def __init__(self, channels: int, heads: int):
         super().__init__()
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(channels // heads)
         self.norm_q = nn.GroupNorm(1, channels)
         self.norm_kv = nn.GroupNorm(1, channels)
         self.q = nn.Conv2d(channels, channels, 1)
@@ -113,7 +114,7 @@ class CrossAttention(nn.Module):
         k, v = self.kv(self.norm_kv(ref)).chunk(2, dim=1)
         k = k.reshape(b, self.heads, hd, -1)  # (b, H, hd, m)
         v = v.reshape(b, self.heads, hd, -1).transpose(2, 3)  # (b, H, m, hd)
-        att = torch.softmax(torch.matmul(q, k) * (1.0 / math.sqrt(hd)), dim=-1)
+        att = torch.softmax(torch.matmul(q, k) * self.scale, dim=-1)
         y = torch.matmul(att, v).transpose(2, 3).reshape(b, c, h, w)
         return x + self.out(y)
 

@@ -218,7 +218,7 @@ class Trainer:
         self.opt_g.step()
         self.step += 1
         self._last = (t, fake)
-        return {"step": self.step, "total": float(total), "d": float(loss_d), **{k: float(v) for k, v in losses.items()}}
+        return {"step": self.step, "total": total.item(), "d": loss_d.item(), **{k: v.item() for k, v in losses.items()}}
 
     def save(self) -> Path:
         from safetensors.torch import save_file
