@@ -288,16 +288,6 @@ def count_params(module: nn.Module) -> int:
 
 # --- checkpoints (safetensors; the dims travel in the metadata) -------------------------------------------------
 
-def coeff_vector(alpha, expr, pose):
-    """[identity, ARKit-52 expression, pose] as the network sees it: pose translation cm -> m (keeps magnitudes ~1)."""
-    import numpy as np
-
-    pose = np.asarray(pose, np.float32).copy()
-    pose[..., 3:] *= 0.01
-    alpha = np.broadcast_to(np.asarray(alpha, np.float32), pose.shape[:-1] + (np.shape(alpha)[-1],))
-    return np.concatenate([alpha, np.asarray(expr, np.float32), pose], axis=-1)
-
-
 def save_renderer(path, model: Renderer, extra: dict | None = None) -> None:
     from safetensors.torch import save_file
 

@@ -2,7 +2,7 @@
 
 The ONNX graph (written by `realtalk-bridge export renderer`) takes
   source (B, 3, S, S) float32 in [-1, 1], mask (B, 1, S, S) float32 (1 = keep), reference (B, 3, S, S),
-  coeffs (B, C) float32 = [identity, ARKit-52, pose] (nets.renderer.coeff_vector)
+  coeffs (B, C) float32 = [identity, ARKit-52, pose] (video.driver.coeff_vector)
 and returns image (B, 3, S, S) in [-1, 1]. The dims dataclass travels in the model's metadata ("dims").
 """
 from __future__ import annotations

@@ -102,7 +102,7 @@ class RendererDataset:
     def sample(self, cid: str, name: str, i: int, ref_i: int) -> dict:
         import cv2
 
-        from realtalk_bridge.nets.renderer import coeff_vector
+        from realtalk_bridge.video.driver import coeff_vector
         from realtalk_bridge.video.geometry import teeth_mask
 
         sh, meta = self.shard(cid, name), self.clips[cid]
@@ -113,7 +113,10 @@ class RendererDataset:
         if self.size != self.crop_size:
             img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
             ref = cv2.resize(ref, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        mask = self.geometry.mask(meta["identity"], meta["expr"][f], P, self.size)
+        # as at inference (FaceDriver.mask): paint where this frame's jaw is and where another frame's jaw was
+        f_ref = int(sh["frame"][ref_i])
+        mask = np.minimum(self.geometry.mask(meta["identity"], meta["expr"][f], P, self.size),
+                          self.geometry.mask(meta["identity"], meta["expr"][f_ref], P, self.size))
         teeth = teeth_mask(sh["landmarks"][i] * s, self.size)
         return {"image": img, "reference": ref, "mask": mask, "teeth": teeth * (1 - mask),
                 "coeffs": coeff_vector(meta["identity"], meta["expr"][f], meta["pose"][f])}

@@ -88,18 +88,23 @@ def crop(frame: np.ndarray, A: np.ndarray, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT)
 
 
-def paste(frame: np.ndarray, face: np.ndarray, A: np.ndarray, feather: float = 0.06) -> np.ndarray:
-    """Paste a crop back into the full frame with a feathered square edge (no seam at the crop border)."""
+def paste(frame: np.ndarray, face: np.ndarray, A: np.ndarray, region: np.ndarray | None = None,
+          feather: float = 0.03) -> np.ndarray:
+    """Paste a crop back into the full frame. `region` (crop-sized, 1 = painted) limits the paste to the pixels the
+    renderer painted, so the rest of the frame keeps its full resolution; its edge is feathered (no seam)."""
     import cv2
 
     h, w = frame.shape[:2]
     size = face.shape[0]
     Ainv = cv2.invertAffineTransform(A)
     warped = cv2.warpAffine(face, Ainv, (w, h), flags=cv2.INTER_LINEAR)
-    alpha = np.zeros((size, size), np.float32)
-    m = max(2, int(size * feather))
-    alpha[m:-m, m:-m] = 1.0
-    alpha = cv2.GaussianBlur(alpha, (0, 0), m / 2)
+    m = max(1, int(size * feather))
+    if region is None:
+        alpha = np.zeros((size, size), np.float32)
+        alpha[2 * m:-2 * m, 2 * m:-2 * m] = 1.0
+    else:
+        alpha = cv2.dilate(region.astype(np.float32), np.ones((2 * m + 1, 2 * m + 1), np.uint8))
+    alpha = cv2.GaussianBlur(alpha, (0, 0), m)
     alpha = cv2.warpAffine(alpha, Ainv, (w, h), flags=cv2.INTER_LINEAR)[..., None]
     return (frame * (1 - alpha) + warped * alpha).round().clip(0, 255).astype(np.uint8)
 
