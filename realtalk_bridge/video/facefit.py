@@ -54,7 +54,7 @@ class FaceGeometry:
 
     def fit_camera(self, alpha, expr52, landmarks) -> np.ndarray:
         n = self.n_match
-        return G.fit_affine_camera(self.vertices(alpha, expr52)[:n], landmarks[:n])
+        return G.fit_weak_camera(self.vertices(alpha, expr52)[:n], landmarks[:n])
 
     def fit_identity(self, exprs: np.ndarray, landmarks: np.ndarray, iters: int = 3, ridge: float = 1.0) -> np.ndarray:
         """alpha from tracked frames (exprs (n, 52), landmarks (n, >=468, 2) in any pixel space): alternate the
@@ -68,7 +68,7 @@ class FaceGeometry:
             rows, rhs, scale2 = [], [], 0.0
             for e, lm in zip(exprs, landmarks):
                 V = self.vertices(alpha, e)[:n]
-                P = G.fit_affine_camera(V, lm[:n]).astype(np.float64)
+                P = G.fit_weak_camera(V, lm[:n]).astype(np.float64)
                 base = V - np.einsum("vck,k->vc", D, alpha)  # vertices without identity
                 rows.append(np.einsum("rc,vck->vrk", P[:, :3], D).reshape(-1, self.n_id))
                 rhs.append((lm[:n] - G.project_affine(P, base)).reshape(-1))

@@ -5,7 +5,7 @@ Conventions
   which is also the vertex order of the shipped "arkit" face model, so model vertices and landmarks correspond 1:1.
 - A crop transform `A` (2x3) maps full-frame pixel coordinates to crop pixel coordinates; `cv2.invertAffineTransform`
   pastes back.
-- The camera `P` (2x4) is an affine (weak-perspective) projection of face-model vertices (model units, cm) straight
+- The camera `P` (2x4) is a scaled-orthographic (weak-perspective) projection of face-model vertices (model units, cm) straight
   into crop pixels; it carries the head's rotation, translation and scale of that frame (tau_t of eq. 5).
 """
 from __future__ import annotations
@@ -119,6 +119,18 @@ def fit_affine_camera(X: np.ndarray, x: np.ndarray, weights: np.ndarray | None =
         Xh, x = Xh * w, x * w
     P, *_ = np.linalg.lstsq(Xh, x.astype(np.float64), rcond=None)
     return P.T.astype(np.float32)
+
+
+def fit_weak_camera(X: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Scaled-orthographic 2x4 P = [s * R[:2], t]: the affine fit with its 2x3 part projected onto the nearest
+    scaled rotation. Unlike a free affine camera it cannot stretch the face, so face width/height stay identity."""
+    X = np.asarray(X, np.float64)
+    x = np.asarray(x, np.float64)
+    mX, mx = X.mean(0), x.mean(0)
+    M, *_ = np.linalg.lstsq(X - mX, x - mx, rcond=None)
+    U, S, Vt = np.linalg.svd(M.T, full_matrices=False)  # M.T: (2, 3)
+    R = S.mean() * U @ Vt
+    return np.concatenate([R, (mx - R @ mX)[:, None]], axis=1).astype(np.float32)
 
 
 def project_affine(P: np.ndarray, X: np.ndarray) -> np.ndarray:
