@@ -11,7 +11,19 @@ import numpy as np
 from realtalk_bridge.face.arkit import ARKIT_INDEX, ARKIT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("REALTALK_SHARED", REPO / ".." / "shared"))
+
+
+def _shared() -> Path:
+    """REALTALK_SHARED, else ../shared beside the checkout (or beside its parent, for git worktrees)."""
+    if os.environ.get("REALTALK_SHARED"):
+        return Path(os.environ["REALTALK_SHARED"])
+    for cand in (REPO / ".." / "shared", REPO / ".." / ".." / "shared"):
+        if cand.is_dir():
+            return cand
+    return REPO / ".." / "shared"
+
+
+SHARED = _shared()
 SAMPLE_CLIP = SHARED / "data" / "talking-face-sample.mp4"
 
 

@@ -51,13 +51,18 @@ def extract_audio(video: Path, wav: Path, n_frames: int) -> bool:
     """16 kHz mono wav from the video's audio track; silence of the video's length when it has none."""
     import soundfile as sf
 
+    n_samples = int(round(n_frames / FPS * SAMPLE_RATE))
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg:
         r = subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(video), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
                             "-c:a", "pcm_s16le", "-f", "wav", str(wav)], capture_output=True, text=True)
         if r.returncode == 0 and wav.is_file() and wav.stat().st_size > 44:
+            # exactly as long as the 25 fps frames, so audio sample i*640 is frame i's time
+            x, _ = sf.read(str(wav), dtype="int16")
+            x = np.pad(x[:n_samples], (0, max(0, n_samples - len(x))))
+            sf.write(str(wav), x, SAMPLE_RATE, subtype="PCM_16")
             return True
-    sf.write(str(wav), np.zeros(int(round(n_frames / FPS * SAMPLE_RATE)), np.int16), SAMPLE_RATE, subtype="PCM_16")
+    sf.write(str(wav), np.zeros(n_samples, np.int16), SAMPLE_RATE, subtype="PCM_16")
     return False
 
 
