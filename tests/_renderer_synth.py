@@ -139,3 +139,19 @@ def speech(path: Path, text: str = "hello there, this is a test") -> Path:
     x = 0.2 * np.sin(2 * np.pi * 140 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
     sf.write(str(path), x.astype(np.float32), 16000)
     return path
+
+
+def tiny_renderer_onnx(path: Path, seed: int = 0) -> Path:
+    """An exported 'tiny' renderer (64x64) whose identity size matches the shipped face model. Untrained, with a
+    random AdaIN modulation so every input path (coefficients, reference, mask) changes the painted pixels."""
+    import torch
+
+    from realtalk_bridge.nets.renderer import Renderer, make_dims
+    from realtalk_bridge.runtime.export_renderer import export_model
+    from realtalk_bridge.video.facefit import FaceGeometry
+
+    torch.manual_seed(seed)
+    m = Renderer(make_dims("tiny", n_id=FaceGeometry().n_id)).eval()
+    for fia in m.decoder:
+        torch.nn.init.normal_(fia.adain.affine.weight, std=0.3)
+    return export_model(m, path)
