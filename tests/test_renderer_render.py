@@ -98,11 +98,11 @@ def test_render_rejects_bad_inputs(media, tmp_path, capsys):
 
 def test_renderer_sink_publishes_video_frames_over_zmq(media):
     import cv2
-    import msgpack
     import zmq
 
     from realtalk_bridge.face.arkit import ARKIT_NAMES
     from realtalk_bridge.runtime.renderer import RendererRuntime
+    from realtalk_bridge.sidecar.messages import decode, encode, validate_stream
     from realtalk_bridge.video.driver import FaceDriver
     from realtalk_bridge.video.sink import RendererSink
 
@@ -117,7 +117,7 @@ def test_renderer_sink_publishes_video_frames_over_zmq(media):
 
         def publish(topic, payload):
             with lock:
-                pub.send_multipart([topic.encode(), msgpack.packb(payload, use_bin_type=True)])
+                pub.send_multipart([topic.encode(), encode(payload)])
 
         deadline = time.time() + 5  # slow joiner: wait until the subscription is through
         while True:
@@ -142,7 +142,8 @@ def test_renderer_sink_publishes_video_frames_over_zmq(media):
                 if sink.rendered + sink.dropped + sink.errors >= n:
                     break
                 continue
-            got.append((topic, msgpack.unpackb(raw, raw=False)))
+            if topic != b"video/probe":
+                got.append((topic, validate_stream(decode(raw), topic.decode())))  # protocol v1, section 3.4
         sink.close()
         assert sink.errors == 0, sink.last_error
         assert sink.rendered + sink.dropped == n and sink.dropped > 0  # it fell behind and dropped, never queued
