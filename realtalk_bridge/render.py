@@ -132,7 +132,7 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 2
-    n = min(n_frames, len(expr)) if args.coeffs is None else len(expr)
+    n = min(n_frames, len(expr))  # as long as the speech (or the given coefficients, when shorter)
     driver = FaceDriver(runtime)
     tmp = Path(tempfile.mkdtemp(prefix="realtalk-render-"))
     wav = tmp / "speech.wav"

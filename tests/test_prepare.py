@@ -7,9 +7,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from _renderer_synth import SAMPLE_CLIP, speech
+from _renderer_synth import SAMPLE_CLIP, one_torch_thread, speech
 
 from realtalk_bridge.face.arkit import ARKIT_NAMES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
 
 
 def make_video(path, wav, n=45, fps=30):

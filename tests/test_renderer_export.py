@@ -3,7 +3,15 @@ import json
 
 import numpy as np
 import pytest
+
 import torch
+
+from _renderer_synth import one_torch_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,18 @@
 """The renderer network: Table 7 size, eq. 6 shared encoder, eq. 8 blending, coefficient and reference paths,
 checkpoints with dims, the VGG19 perceptual backbone."""
-import numpy as np
 import pytest
 import torch
+
+from _renderer_synth import one_torch_thread
 
 from realtalk_bridge.nets.renderer import (PatchDiscriminator, PerceptualLoss, Renderer, RendererDims,
                                            VGG19Features, count_params, load_renderer, load_vgg19, make_dims,
                                            save_renderer)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
 
 
 def inputs(d, b=2, seed=0):
@@ -118,13 +124,20 @@ def test_vgg19_weights_load_by_torchvision_names(tmp_path):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    ref = VGG19Features()
-    state = {k: v for k, v in ref.state_dict().items() if k.startswith("features.")}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VGG19Features().state_dict().items() if k.startswith("features.")}
+    state = {k: torch.randn(s) * 0.05 for k, s in shapes.items()}
     path = tmp_path / "vgg19.safetensors"
     save_file(state, str(path))
     vgg = load_vgg19(path)
+    assert all(torch.equal(v, state[k]) for k, v in vgg.state_dict().items() if k.startswith("features."))
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    assert all(torch.equal(a, b) for a, b in zip(vgg(x), ref(x)))
+    feats = vgg(x)
+    assert [f.shape[1] for f in feats] == [64, 128, 256, 512, 512] and feats[-1].shape[-1] == 2
+    # the first tap is relu(conv(normalised x)) with the loaded weights
+    h = ((x + 1) / 2 - vgg.mean) / vgg.std
+    assert torch.allclose(feats[0], torch.relu(torch.nn.functional.conv2d(h, state["features.0.weight"],
+                                                                          state["features.0.bias"], padding=1)))
     loss = PerceptualLoss(path)
     assert loss.kind == "vgg19"
     assert float(loss(x, x)) == 0.0 and float(loss(x, -x)) > 0

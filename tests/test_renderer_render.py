@@ -9,9 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from _renderer_synth import portrait, speech, tiny_renderer_onnx
+from _renderer_synth import one_torch_thread, portrait, speech, tiny_renderer_onnx
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (Debian package ffmpeg)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,15 @@ import json
 
 import numpy as np
 import pytest
+
 import torch
 
-from _renderer_synth import make_dataset
+from _renderer_synth import make_dataset, one_torch_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

@@ -218,6 +218,10 @@ _VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512
 _VGG19_TAPS = (1, 6, 11, 20, 29)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 
 
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class VGG19Features(nn.Module):
     def __init__(self):
         super().__init__()
@@ -229,8 +233,8 @@ class VGG19Features(nn.Module):
                 layers += [nn.Conv2d(c, v, 3, 1, 1), nn.ReLU(inplace=False)]
                 c = v
         self.features = nn.Sequential(*layers[: _VGG19_TAPS[-1] + 1])
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, x):  # x in [-1, 1]
         h = ((x + 1) / 2 - self.mean) / self.std
@@ -246,7 +250,8 @@ def load_vgg19(path) -> VGG19Features:
     """VGG19 conv weights from a safetensors file with torchvision key names (`features.0.weight`, ...)."""
     from safetensors.torch import load_file
 
-    net = VGG19Features()
+    with torch.device("meta"):  # no random init of 20 M weights that are overwritten anyway
+        net = VGG19Features()
     try:
         state = load_file(str(path))
     except Exception as exc:
@@ -257,7 +262,9 @@ def load_vgg19(path) -> VGG19Features:
     if missing:
         raise ValueError(f"VGG19 weights {path} lack {len(missing)} tensors, e.g. {missing[:3]} "
                          "(expected torchvision vgg19().features key names)")
-    net.load_state_dict({k: state[k] for k in want}, strict=False)
+    net.load_state_dict({k: state[k].float() for k in want}, strict=False, assign=True)
+    net.mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
+    net.std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
     return net.eval().requires_grad_(False)
 
 
