@@ -42,9 +42,11 @@ def load_runtime(path, providers=None):
         from realtalk_bridge.runtime.export_renderer import export_model
 
         model, _ = load_renderer(path)
-        tmp = Path(tempfile.mkdtemp(prefix="realtalk-renderer-")) / "renderer.onnx"
-        export_model(model, tmp)
-        return RendererRuntime(tmp, providers)
+        tmp = Path(tempfile.mkdtemp(prefix="realtalk-renderer-"))
+        try:
+            return RendererRuntime(export_model(model, tmp / "renderer.onnx"), providers)
+        finally:  # the session holds the model in memory
+            shutil.rmtree(tmp, ignore_errors=True)
     return RendererRuntime(path, providers)
 
 
@@ -129,11 +131,11 @@ def run(args) -> int:
         n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * FPS))
         runtime = load_runtime(args.renderer)
         expr = expressions(args, n_frames, audio)
+        driver = FaceDriver(runtime)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 2
     n = min(n_frames, len(expr))  # as long as the speech (or the given coefficients, when shorter)
-    driver = FaceDriver(runtime)
     tmp = Path(tempfile.mkdtemp(prefix="realtalk-render-"))
     wav = tmp / "speech.wav"
     sf.write(str(wav), audio, SAMPLE_RATE)

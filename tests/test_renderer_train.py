@@ -101,3 +101,21 @@ def test_train_cli_rejects_bad_data(tmp_path, capsys):
 
     assert main(["train", "renderer", "--data", str(tmp_path), "--config", "tiny", "--out", str(tmp_path / "r")]) == 2
     assert "manifest.json is missing" in capsys.readouterr().err
+
+
+def test_dataset_rejects_malformed_clips(synth, tmp_path):
+    import shutil
+
+    from realtalk_bridge.train.renderer import RendererDataset
+
+    bad = tmp_path / "bad"
+    shutil.copytree(synth, bad)
+    with np.load(bad / "clips" / "synth.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "camera"}
+    np.savez(bad / "clips" / "synth.npz", **arrays)
+    with pytest.raises(ValueError, match="not a prepared renderer clip"):
+        RendererDataset(bad, 64)
+    arrays["camera"] = np.zeros((3, 2, 4), np.float32)
+    np.savez(bad / "clips" / "synth.npz", **arrays)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        RendererDataset(bad, 64)

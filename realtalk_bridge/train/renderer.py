@@ -70,9 +70,15 @@ class RendererDataset:
             if split and c.get("split") != split or not c.get("shards"):
                 continue
             cid = c["id"]
-            with np.load(self.root / "clips" / f"{cid}.npz", allow_pickle=False) as z:
-                meta = {k: z[k] for k in ("expr", "identity", "pose", "camera", "valid")}
+            path = self.root / "clips" / f"{cid}.npz"
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    meta = {k: z[k] for k in ("expr", "identity", "pose", "camera", "valid")}
+            except (OSError, KeyError, ValueError) as exc:
+                raise ValueError(f"{path}: not a prepared renderer clip ({exc}); run `realtalk-bridge prepare`") from exc
             n = len(meta["expr"])
+            if meta["camera"].shape != (n, 2, 4) or meta["pose"].shape != (n, 6) or meta["expr"].ndim != 2:
+                raise ValueError(f"{path}: array shapes do not match ({n} frames)")
             lo, hi = int(np.floor(frames[0] * n)), int(np.ceil(frames[1] * n))
             self.clips[cid] = meta
             for name in c["shards"]:
