@@ -10,6 +10,7 @@ keeps their own head motion.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Callable
@@ -55,7 +56,7 @@ def load_sources(driver: FaceDriver, source, max_frames: int = 250) -> list:
             raise ValueError(f"cannot read image {source}")
         frames = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)]
     else:
-        frames = (rgb for k, _, rgb in read_frames(source) if k < max_frames)
+        frames = (rgb for _, _, rgb in itertools.islice(read_frames(source), max_frames))
     tracked = [s for s in (driver.track(f) for f in frames) if s is not None]
     if not tracked:
         raise ValueError(f"no face found in the render source {source if not isinstance(source, np.ndarray) else '(image)'}")
