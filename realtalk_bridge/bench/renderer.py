@@ -21,6 +21,7 @@ import numpy as np
 def add_arguments(p) -> None:
     p.add_argument("--config", default="lite", help="paper | lite | tiny (ignored with --model)")
     p.add_argument("--model", default=None, help="time this exported renderer .onnx instead")
+    p.add_argument("--image-size", type=int, default=None, help="override the config's resolution")
     p.add_argument("--out", required=True, help="JSON results (a PNG is written beside it)")
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
@@ -61,7 +62,7 @@ def run(args) -> int:
         from realtalk_bridge.runtime.export_renderer import export_model
 
         try:
-            dims = make_dims(args.config)
+            dims = make_dims(args.config, image_size=args.image_size)
         except ValueError as exc:
             print(f"bench renderer: {exc}", file=sys.stderr)
             return 2
@@ -70,7 +71,7 @@ def run(args) -> int:
         params = count_params(model)
         tmp = tempfile.TemporaryDirectory(prefix="realtalk-bench-")
         path = export_model(model, Path(tmp.name) / "renderer.onnx")
-        config = args.config
+        config = args.config + (f"@{dims.image_size}" if args.image_size else "")
     try:
         rt = RendererRuntime(path, providers, threads=args.threads)
     except ValueError as exc:

@@ -21,6 +21,8 @@ LAMBDA = {"l1": 1.0, "perceptual": 1.0, "adversarial": 0.1, "teeth": 1.0}  # eq.
 def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="dataset folder written by `realtalk-bridge prepare`")
     p.add_argument("--config", default="lite", help="paper | lite | tiny")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="train at this resolution instead of the config's (e.g. 128 for a 4x cheaper CPU model)")
     p.add_argument("--out", default="runs/renderer", help="run folder: checkpoints, samples, metrics")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=4)
@@ -308,9 +310,11 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         frames = parse_range(args.frames)
-        base = make_dims(args.config)
+        base = make_dims(args.config, image_size=args.image_size)
+        if base.image_size % 2 ** len(base.channels):
+            raise ValueError(f"--image-size must be a multiple of {2 ** len(base.channels)}")
         data = RendererDataset(args.data, base.image_size, frames, seed=args.seed)
-        dims = make_dims(args.config, n_id=data.n_id)
+        dims = make_dims(args.config, n_id=data.n_id, image_size=args.image_size)
     except (ValueError, RuntimeError) as exc:
         print(f"train renderer: {exc}", file=sys.stderr)
         return 2
