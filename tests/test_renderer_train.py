@@ -119,3 +119,14 @@ def test_dataset_rejects_malformed_clips(synth, tmp_path):
     np.savez(bad / "clips" / "synth.npz", **arrays)
     with pytest.raises(ValueError, match="shapes do not match"):
         RendererDataset(bad, 64)
+
+
+def test_train_cli_image_size_override(synth, tmp_path, capsys):
+    from realtalk_bridge.cli import main
+    from realtalk_bridge.nets.renderer import load_renderer
+
+    base = ["train", "renderer", "--data", str(synth), "--config", "tiny", "--steps", "1", "--batch", "2"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--image-size", "32"]) == 0
+    assert load_renderer(tmp_path / "a" / "renderer.safetensors")[0].dims.image_size == 32
+    assert main(base + ["--out", str(tmp_path / "b"), "--image-size", "40"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
