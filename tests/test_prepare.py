@@ -175,3 +175,8 @@ def test_eval_renderer_on_prepared_frames(prepared, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 5000
     assert main(["eval", "renderer", "--data", str(ds), "--renderer", str(model), "--frames", "0.8:0.2",
                  "--out", str(out)]) == 2
+    # the no-network baseline: the reference pasted into the mask
+    assert main(["eval", "renderer", "--data", str(ds), "--baseline", "--frames", "0.6:1", "--max-frames", "2",
+                 "--out", str(out)]) == 0
+    b = json.loads(out.read_text())
+    assert b["frames"] == 2 and b["renderer"].startswith("baseline") and 0 < b["ssim"] <= 1

@@ -25,11 +25,26 @@ MOUTH = sorted(set(G.MP_OUTER_LIP) | set(G.MP_INNER_LIP))
 
 def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="dataset from `realtalk-bridge prepare`")
-    p.add_argument("--renderer", required=True, help="renderer .onnx or .safetensors")
+    p.add_argument("--renderer", default=None, help="renderer .onnx or .safetensors")
+    p.add_argument("--baseline", action="store_true",
+                   help="instead of a renderer: fill the masked region with the reference frame (no network); "
+                        "the floor a trained renderer must beat")
     p.add_argument("--frames", default="0.8:1", help="fraction range of each clip's frames to evaluate (held out)")
     p.add_argument("--clip", default=None, help="only this clip id")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip (evenly spaced)")
     p.add_argument("--out", required=True, help="JSON results (a PNG is written beside it)")
+
+
+class CopyReference:
+    """The no-network baseline: eq. 8 with the reference crop in place of the decoder output."""
+
+    def __init__(self, size: int = 256, n_id: int = 0):
+        self.size = size
+        self.dims = {"n_id": n_id}
+
+    def __call__(self, source, mask, reference, coeffs):
+        m = np.asarray(mask, np.float32)[..., None]
+        return (source * m + reference * (1 - m)).round().astype(np.uint8)
 
 
 def landmarks_of(tracker, rgb: np.ndarray) -> np.ndarray | None:
@@ -142,15 +157,19 @@ def run(args) -> int:
     from realtalk_bridge.render import load_runtime
     from realtalk_bridge.train.renderer import parse_range
 
+    if bool(args.renderer) == bool(args.baseline):
+        print("eval renderer: give --renderer MODEL or --baseline", file=sys.stderr)
+        return 2
     try:
         frames = parse_range(args.frames)
-        runtime = load_runtime(args.renderer)
+        runtime = load_runtime(args.renderer) if args.renderer else CopyReference()
         result, pairs = evaluate(args.data, runtime, frames, args.clip, args.max_frames)
     except (ValueError, RuntimeError) as exc:
         print(f"eval renderer: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    result["renderer"] = args.renderer or "baseline: copy the reference into the mask"
     out.write_text(json.dumps(result, indent=1))
     plot(result, pairs, out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in result.items() if k != "per_frame"}, indent=1))
