@@ -52,9 +52,11 @@ def landmarks_of(tracker, rgb: np.ndarray) -> np.ndarray | None:
     return None if tr is None else tr.landmarks
 
 
-def evaluate(data, runtime, frames=(0.8, 1.0), clip=None, max_frames=None, geometry=None, log=print) -> dict:
+def evaluate(data, runtime, frames=(0.8, 1.0), clip=None, max_frames=None, geometry=None, progress=False):
+    """-> (result dict, a few real/generated crop pairs for the picture)."""
     import cv2
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from tqdm import tqdm
 
     from realtalk_bridge.video.driver import coeff_vector
     from realtalk_bridge.video.facefit import FaceGeometry
@@ -91,7 +93,7 @@ def evaluate(data, runtime, frames=(0.8, 1.0), clip=None, max_frames=None, geome
             if reference is None or not picked:
                 continue
             ref = cv2.resize(reference, (size, size), interpolation=cv2.INTER_AREA) if size != crop_size else reference
-            for f, real in picked:
+            for f, real in tqdm(picked, desc=f"eval {cid}", disable=not progress):
                 if size != crop_size:
                     real = cv2.resize(real, (size, size), interpolation=cv2.INTER_AREA)
                 P = meta["camera"][f] * s
@@ -163,7 +165,7 @@ def run(args) -> int:
     try:
         frames = parse_range(args.frames)
         runtime = load_runtime(args.renderer) if args.renderer else CopyReference()
-        result, pairs = evaluate(args.data, runtime, frames, args.clip, args.max_frames)
+        result, pairs = evaluate(args.data, runtime, frames, args.clip, args.max_frames, progress=True)
     except (ValueError, RuntimeError) as exc:
         print(f"eval renderer: {exc}", file=sys.stderr)
         return 2
