@@ -83,6 +83,15 @@ class FaceDriver:
             self.reference = frame.crop
         return frame
 
+    def refit_identity(self, frames: list[SourceFrame], max_frames: int = 60) -> None:
+        """Fit alpha on several tracked frames (better than the first frame alone) and refresh their cameras."""
+        if not frames:
+            return
+        pick = frames[:: max(1, len(frames) // max_frames)][:max_frames]
+        self.alpha = self.geometry.fit_identity(np.stack([f.expr for f in pick]), np.stack([f.landmarks for f in pick]))
+        for f in frames:
+            f.camera = self.geometry.fit_camera(self.alpha, f.expr, f.landmarks)
+
     def set_reference(self, crop: np.ndarray, alpha: np.ndarray | None = None) -> None:
         self.reference = crop
         if alpha is not None:

@@ -60,6 +60,7 @@ def load_sources(driver: FaceDriver, source, max_frames: int = 250) -> list:
     tracked = [s for s in (driver.track(f) for f in frames) if s is not None]
     if not tracked:
         raise ValueError(f"no face found in the render source {source if not isinstance(source, np.ndarray) else '(image)'}")
+    driver.refit_identity(tracked)
     return tracked
 
 
