@@ -163,3 +163,35 @@ def test_renderer_sink_publishes_video_frames_over_zmq(media):
         pub.close(0)
         sub.close(0)
         ctx.term()
+
+
+def test_renderer_sink_loops_a_video_source(media, tmp_path):
+    import cv2
+    from skimage import data
+
+    from realtalk_bridge.runtime.renderer import RendererRuntime
+    from realtalk_bridge.video.driver import FaceDriver
+    from realtalk_bridge.video.sink import RendererSink
+
+    clip = tmp_path / "src.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (512, 512))
+    for i in range(4):
+        w.write(cv2.cvtColor(np.roll(data.astronaut(), 3 * i, axis=1), cv2.COLOR_RGB2BGR))
+    w.release()
+    got = []
+    sink = RendererSink(FaceDriver(RendererRuntime(media["onnx"])), clip, lambda topic, p: got.append((topic, p)),
+                        crop_only=True)
+    assert len(sink.sources) == 4 and sink.driver.alpha.shape == (14,)
+    for seq in range(3):
+        sink.send("s1", seq, seq / 25, ["jawOpen"], [0.5])
+        deadline = time.time() + 10
+        while sink.rendered + sink.dropped <= seq and time.time() < deadline:
+            time.sleep(0.01)
+    sink.close()
+    assert sink.errors == 0 and sink.rendered + sink.dropped == 3 and got
+    topic, p = got[-1]
+    assert topic == "video/s1" and (p["width"], p["height"]) == (64, 64)  # --render-crop: the model's crop
+    with pytest.raises(ValueError, match="no face"):
+        blank = tmp_path / "blank.png"
+        cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
+        RendererSink(FaceDriver(RendererRuntime(media["onnx"])), blank, lambda *a: None)

@@ -68,7 +68,11 @@ class RendererSink:
     def __init__(self, driver: FaceDriver, source, publish: Callable[[str, dict], None], quality: int = 85,
                  crop_only: bool = False):
         self.driver = driver
-        self.sources = load_sources(driver, source)
+        try:
+            self.sources = load_sources(driver, source)
+        except Exception:
+            driver.close()
+            raise
         self.publish = publish
         self.quality = int(quality)
         self.crop_only = crop_only
