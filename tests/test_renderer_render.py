@@ -195,3 +195,48 @@ def test_renderer_sink_loops_a_video_source(media, tmp_path):
         blank = tmp_path / "blank.png"
         cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
         RendererSink(FaceDriver(RendererRuntime(media["onnx"])), blank, lambda *a: None)
+
+
+def test_renderer_sink_inside_the_real_sidecar_server(media, tiny_a2e_onnx):
+    """Audio pushed to a real sidecar Server -> A2E -> RendererSink -> `video/<stream>` on the server's PUB."""
+    import zmq
+
+    from realtalk_bridge.audio import load_audio
+    from realtalk_bridge.client import Client
+    from realtalk_bridge.runtime.a2e import A2ERuntime
+    from realtalk_bridge.runtime.renderer import RendererRuntime
+    from realtalk_bridge.sidecar.messages import decode, validate_stream
+    from realtalk_bridge.sidecar.server import Server
+    from realtalk_bridge.video.driver import FaceDriver
+    from realtalk_bridge.video.sink import RendererSink, server_publish
+
+    sink = RendererSink(FaceDriver(RendererRuntime(media["onnx"])), media["image"], None, crop_only=True)
+    srv = Server(A2ERuntime(tiny_a2e_onnx), pub="tcp://127.0.0.1:*", ctl="tcp://127.0.0.1:*", sinks=[sink]).start()
+    sink.publish = server_publish(srv)
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.connect(srv.pub_endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"video/")
+        sub.setsockopt(zmq.RCVTIMEO, 200)
+        time.sleep(0.3)  # slow joiner
+        x = load_audio(media["speech"])
+        got = []
+        with Client(srv.ctl_endpoint) as c:
+            c.stream_open("talk", fps=25)
+            for a in range(0, len(x), 640):
+                c.push_audio("talk", x[a:a + 640])
+            deadline = time.time() + 15
+            while time.time() < deadline and len(got) < 3:
+                try:
+                    topic, raw = sub.recv_multipart()
+                except zmq.Again:
+                    continue
+                got.append(validate_stream(decode(raw), topic.decode()))
+            c.stream_close("talk")
+        assert got and all(p["stream"] == "talk" and p["encoding"] == "jpeg" for p in got)
+        assert [p["seq"] for p in got] == sorted(p["seq"] for p in got)
+    finally:
+        sub.close(0)
+        srv.stop()
+    assert sink.errors == 0, sink.last_error

@@ -29,8 +29,18 @@ def add_arguments(p) -> None:
     p.add_argument("--render-crop", action="store_true", help="publish the face crop instead of the full frame")
 
 
-def make_sink(args, publish: Callable[[str, dict], None]):
-    """The sink for parsed `serve` args, or None without --render."""
+def server_publish(server) -> Callable[[str, dict], bool]:
+    """A publish callback through the sidecar's `Server.publish_video` (thread-safe, never blocks; False when
+    the server dropped the frame)."""
+    def publish(topic: str, p: dict) -> bool:
+        return server.publish_video(p["stream"], p["seq"], p["t"], p["width"], p["height"], p["encoding"], p["data"])
+
+    return publish
+
+
+def make_sink(args, publish: Callable[[str, dict], None] | None = None):
+    """The sink for parsed `serve` args, or None without --render. `publish` may be set later
+    (`sink.publish = server_publish(server)`): frames rendered before that are dropped."""
     if not getattr(args, "render", None):
         return None
     from realtalk_bridge.runtime.renderer import RendererRuntime
@@ -65,7 +75,7 @@ def load_sources(driver: FaceDriver, source, max_frames: int = 250) -> list:
 
 
 class RendererSink:
-    def __init__(self, driver: FaceDriver, source, publish: Callable[[str, dict], None], quality: int = 85,
+    def __init__(self, driver: FaceDriver, source, publish: Callable[[str, dict], None] | None, quality: int = 85,
                  crop_only: bool = False):
         self.driver = driver
         try:
@@ -122,7 +132,9 @@ class RendererSink:
                 payload = {"v": 1, "type": "video", "stream": stream, "seq": seq, "t": t, "wall": time.time(),
                            "width": int(img.shape[1]), "height": int(img.shape[0]), "encoding": "jpeg",
                            "data": jpg.tobytes()}
-                self.publish(f"video/{stream}", payload)
+                if self.publish is None or self.publish(f"video/{stream}", payload) is False:
+                    self.dropped += 1  # nowhere to send it yet, or the server's queue is full
+                    continue
                 self.rendered += 1
             except Exception as exc:  # a bad frame must not kill the sidecar's render thread
                 self.errors += 1
