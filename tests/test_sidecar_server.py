@@ -488,3 +488,18 @@ def test_concurrent_bakes_beyond_the_limit_are_busy(server, speech):
     assert replies[2]["ok"] is False and replies[2]["error"]["code"] == "busy"
     assert replies[0]["ok"] and replies[1]["ok"] and replies[0]["n_frames"] == int(np.ceil(len(x) * 25 / 16000))
     assert replies[0]["w"] == replies[1]["w"]
+
+
+def test_energy_vad_events_and_state_at_a_time(speech):
+    from realtalk_bridge.sidecar.server import EnergyVad
+
+    vad = EnergyVad()
+    silence = np.zeros(8000, np.float32)
+    events = []
+    for part in (silence, speech[16000:32000], silence):  # 0.5 s quiet, 1 s speech, 0.5 s quiet
+        for a in range(0, len(part), 320):
+            events += vad.push(part[a:a + 320])
+    assert [e for e, _ in events] == ["speech_start", "speech_stop"]
+    start, stop = events[0][1], events[1][1]
+    assert 0.5 < start < 0.6 and 1.5 < stop < 1.9
+    assert not vad.active_at(0.25) and vad.active_at(1.0) and not vad.active_at(1.95)
