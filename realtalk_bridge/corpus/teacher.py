@@ -49,12 +49,12 @@ GROUPS = ("jaw", "lips", "tongue")
 # dominance per group (jaw, lips, tongue): how much a phone insists on its own target
 _D_VOWEL = (0.9, 0.6, 0.3)
 _D_ROUND = (0.9, 0.9, 0.3)
-_D_BILABIAL = (0.7, 1.0, 0.2)
-_D_LABIODENTAL = (0.6, 0.95, 0.2)
-_D_CORONAL = (0.55, 0.15, 0.6)   # t d n l s z: tongue does the work, lips follow their neighbours
-_D_POSTALV = (0.5, 0.75, 0.5)    # sh zh ch jh: lips protrude
-_D_DENTAL = (0.5, 0.3, 0.9)      # th dh: tongue tip shows
-_D_DORSAL = (0.4, 0.1, 0.2)      # k g ng
+_D_BILABIAL = (0.35, 1.0, 0.2)   # the lips close; the jaw stays where the neighbours want it
+_D_LABIODENTAL = (0.45, 0.95, 0.2)
+_D_CORONAL = (0.35, 0.15, 0.6)   # t d n l s z: tongue does the work, lips follow their neighbours
+_D_POSTALV = (0.45, 0.75, 0.5)    # sh zh ch jh: lips protrude
+_D_DENTAL = (0.4, 0.3, 0.9)      # th dh: tongue tip shows
+_D_DORSAL = (0.25, 0.1, 0.2)      # k g ng
 _D_GLOTTAL = (0.1, 0.05, 0.05)   # hh: fully coarticulated
 _D_GLIDE_W = (0.6, 0.95, 0.2)
 _D_GLIDE = (0.5, 0.45, 0.3)
@@ -75,9 +75,9 @@ _PHONES: dict[str, tuple[dict[str, float], tuple[float, float, float]]] = {
     "UW": (dict(jawOpen=0.12, mouthFunnel=0.35, mouthPucker=0.75), _D_ROUND),
     "AX": (dict(jawOpen=0.25, mouthLowerDown=0.05), (0.6, 0.3, 0.2)),  # schwa: weak, short, coarticulated
     # consonants
-    "P": (dict(jawOpen=0.04, lipClose=1.0, mouthPress=0.45, mouthRollLower=0.1, mouthRollUpper=0.1), _D_BILABIAL),
-    "B": (dict(jawOpen=0.05, lipClose=1.0, mouthPress=0.3, mouthRollLower=0.08, mouthRollUpper=0.08), _D_BILABIAL),
-    "M": (dict(jawOpen=0.05, lipClose=1.0, mouthPress=0.25, mouthRollLower=0.05), _D_BILABIAL),
+    "P": (dict(jawOpen=0.08, lipClose=1.0, mouthPress=0.45, mouthRollLower=0.1, mouthRollUpper=0.1), _D_BILABIAL),
+    "B": (dict(jawOpen=0.09, lipClose=1.0, mouthPress=0.3, mouthRollLower=0.08, mouthRollUpper=0.08), _D_BILABIAL),
+    "M": (dict(jawOpen=0.09, lipClose=1.0, mouthPress=0.25, mouthRollLower=0.05), _D_BILABIAL),
     "F": (dict(jawOpen=0.08, mouthRollLower=0.5, mouthUpperUp=0.25, mouthShrugLower=0.15), _D_LABIODENTAL),
     "V": (dict(jawOpen=0.09, mouthRollLower=0.45, mouthUpperUp=0.22, mouthShrugLower=0.1), _D_LABIODENTAL),
     "TH": (dict(jawOpen=0.15, tongueOut=0.35, mouthStretch=0.1), _D_DENTAL),
@@ -86,8 +86,8 @@ _PHONES: dict[str, tuple[dict[str, float], tuple[float, float, float]]] = {
     "D": (dict(jawOpen=0.15, mouthStretch=0.12), _D_CORONAL),
     "N": (dict(jawOpen=0.14, mouthStretch=0.1), _D_CORONAL),
     "L": (dict(jawOpen=0.2, mouthStretch=0.08), _D_CORONAL),
-    "S": (dict(jawOpen=0.06, mouthStretch=0.3, mouthSmile=0.1, mouthUpperUp=0.05), (0.7, 0.35, 0.6)),
-    "Z": (dict(jawOpen=0.07, mouthStretch=0.25, mouthSmile=0.08), (0.7, 0.3, 0.6)),
+    "S": (dict(jawOpen=0.06, mouthStretch=0.3, mouthSmile=0.1, mouthUpperUp=0.05), (0.5, 0.35, 0.6)),
+    "Z": (dict(jawOpen=0.07, mouthStretch=0.25, mouthSmile=0.08), (0.5, 0.3, 0.6)),
     "SH": (dict(jawOpen=0.08, mouthFunnel=0.45, mouthPucker=0.3, mouthUpperUp=0.15, mouthLowerDown=0.15,
                 jawForward=0.1), _D_POSTALV),
     "ZH": (dict(jawOpen=0.08, mouthFunnel=0.4, mouthPucker=0.25, mouthUpperUp=0.12, mouthLowerDown=0.12), _D_POSTALV),
@@ -225,7 +225,7 @@ def _segments(phones: list[Phone]) -> list[tuple[str, int, float, float]]:
 def _dominance(t: np.ndarray, a: float, b: float, alpha: float, ant: float, carry: float) -> np.ndarray:
     """Cohen-Massaro dominance: alpha inside the segment's core, decaying exp(-(d/w)^1.5) outside it."""
     # the core is the middle of the segment: transitions happen around boundaries, not after them
-    shrink = min(0.25 * (b - a), 0.03)
+    shrink = min(0.15 * (b - a), 0.02)
     a2, b2 = a + shrink, b - shrink
     d_before = np.clip(a2 - t, 0.0, None) / ant
     d_after = np.clip(t - b2, 0.0, None) / carry
