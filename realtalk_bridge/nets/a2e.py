@@ -31,11 +31,11 @@ class A2EDims:
     n_frames: int = 16      # T: predicted frames per window (25 fps)
     d_model: int = 128
     n_head: int = 4
-    n_enc: int = 2          # N1 cross-modal self-attention layers
+    n_enc: int = 3          # N1 cross-modal self-attention layers
     n_dec: int = 2          # N2 temporal cross-attention layers
     d_ff: int = 256
     frontend: str = "mel"   # "mel" or "hubert"
-    n_mels: int = 40
+    n_mels: int = 64
     n_fft: int = 400
     ppe_period: int = 32    # periodic positional encoding period (tokens)
     dropout: float = 0.1
@@ -70,7 +70,7 @@ class A2EDims:
 # "tiny" trains in seconds for tests; "paper" is closer to the paper's HuBERT setting.
 CONFIGS: dict[str, dict] = {
     "tiny": dict(d_model=32, n_head=2, n_enc=1, n_dec=1, d_ff=64, n_mels=24, n_hist=4, n_id=8, dropout=0.0),
-    "default": dict(),
+    "default": dict(),  # 0.94 M params, ~1.0 ms per step on one core of the 2-core dev machine
     "paper": dict(frontend="hubert", d_model=256, n_head=4, n_enc=3, n_dec=3, d_ff=1024),
 }
 

@@ -89,6 +89,7 @@ def export_onnx(model, names, layout: str, out: str | Path, defaults: dict | Non
         "sample_rate": dims.sample_rate,
         "fps": dims.fps,
         "window_samples": dims.window_samples,
+        "params": int(sum(p.numel() for p in model.parameters())),
         "default_identity": identity.tolist(),
         "default_history": history.tolist(),
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,23 +209,33 @@ def mouth_basis_for(face: str | None, names: list[str]):
     return mouth_basis(fm.exp_basis, fm.regions["mouth"])
 
 
+def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 0 at `total`."""
+    return lr * min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
+
+
 def fit(model, sampler, steps: int, lr: float = 1e-3, mouth_b=None, w_vertex: float = 0.1, log=None,
-        optimizer=None, start_step: int = 0, warmup: int = 50, grad_clip: float = 1.0):
-    """Plain AdamW loop with warm-up + cosine decay. `sampler(step) -> (audio, ident, hist, target)` numpy."""
+        optimizer=None, start_step: int = 0, stop_step: int | None = None, warmup: int = 50, grad_clip: float = 1.0):
+    """AdamW steps [start_step, stop_step) of a `steps`-long schedule.
+
+    `sampler(step) -> (audio, ident, hist, target)` numpy arrays; `log(step, loss, parts, lr)` after each step.
+    Returns the optimizer (pass it back in to continue).
+    """
     import torch
 
     from realtalk_bridge.nets.a2e import a2e_loss
 
-    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    opt = optimizer or make_optimizer(model, lr)
     mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32)
     model.train()
-    for step in range(start_step, steps):
-        frac = step / max(1, steps)
-        cur = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
+    for step in range(start_step, steps if stop_step is None else min(stop_step, steps)):
+        cur = lr_at(step, steps, lr, warmup)
         for g in opt.param_groups:
             g["lr"] = cur
-        a, i, h, y = (torch.from_numpy(v) for v in sampler(step))
+        a, i, h, y = (torch.from_numpy(np.ascontiguousarray(v)) for v in sampler(step))
         loss, parts = a2e_loss(model(a, i, h), y, mb, w_vertex)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -235,6 +244,99 @@ def fit(model, sampler, steps: int, lr: float = 1e-3, mouth_b=None, w_vertex: fl
             log(step, float(loss.detach()), parts, cur)
     model.eval()
     return opt
+
+
+def make_optimizer(model, lr: float):
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+
+
+def evaluate(model, batches, mouth_b=None, w_vertex: float = 0.1) -> dict[str, float]:
+    """Mean loss parts over fixed validation batches (eval mode, no grad)."""
+    import torch
+
+    from realtalk_bridge.nets.a2e import a2e_loss
+
+    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32)
+    model.eval()
+    tot: dict[str, float] = {}
+    with torch.no_grad():
+        for b in batches:
+            a, i, h, y = (torch.from_numpy(v) for v in b)
+            loss, parts = a2e_loss(model(a, i, h), y, mb, w_vertex)
+            parts["loss"] = float(loss)
+            for k, v in parts.items():
+                tot[k] = tot.get(k, 0.0) + v / len(batches)
+    return tot
+
+
+# ------------------------------------------------------------------- resumable training state
+
+def save_train_state(path: Path, opt, step: int, rng: np.random.Generator, history: list[dict], best: float) -> None:
+    """Optimizer state, RNG states and the loss history as safetensors (no pickle anywhere)."""
+    import torch
+    from safetensors.torch import save_file
+
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+    tensors["torch_rng"] = torch.get_rng_state()
+    meta = {
+        "param_groups": json.dumps(sd["param_groups"]),
+        "step": str(step),
+        "np_rng": json.dumps(rng.bit_generator.state),
+        "history": json.dumps(history),
+        "best": json.dumps(best if math.isfinite(best) else None),
+    }
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_train_state(path: Path, opt, rng: np.random.Generator) -> tuple[int, list[dict], float]:
+    import torch
+    from safetensors import safe_open
+
+    state: dict[int, dict] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        for key in f.keys():
+            if key == "torch_rng":
+                torch.set_rng_state(f.get_tensor(key))
+                continue
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = f.get_tensor(key)
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    rng.bit_generator.state = json.loads(meta["np_rng"])
+    best = json.loads(meta["best"])
+    return int(meta["step"]), json.loads(meta["history"]), (math.inf if best is None else float(best))
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = [(h["step"], h["train"]) for h in history if "train" in h]
+    va = [(h["step"], h["val"]) for h in history if "val" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if tr:
+        ax.plot(*zip(*tr), label="train (running mean)", lw=1)
+    if va:
+        ax.plot(*zip(*va), "o-", label="validation", lw=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (MSE + 0.1 vertex)")
+    ax.set_title("A2E training")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def make_tiny_model(out_dir: str | Path, steps: int = 300, seed: int = 0) -> Path:
@@ -274,11 +376,120 @@ def make_tiny_model(out_dir: str | Path, steps: int = 300, seed: int = 0) -> Pat
 def add_arguments(parser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="A2E training-data folder (manifest.json + clips/)")
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints, log and loss plot")
+    parser.add_argument("--config", default="default", help="named dims: tiny, default, paper")
+    parser.add_argument("--frontend", choices=("mel", "hubert"), help="override the config's audio front-end")
+    parser.add_argument("--hubert", type=Path, help="local transformers HuBERT folder to start the hubert front-end from")
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--w-vertex", type=float, default=0.1, help="weight of the mouth-vertex loss (paper: 0.1)")
+    parser.add_argument("--face", default="arkit",
+                        help="face model for the vertex loss: 'arkit' (shipped), a BFM .mat path, or 'none'")
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--val-batches", type=int, default=8)
+    parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors + train_state")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="save and stop after this step (continue later with --resume; the schedule is --steps)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
 
 def run(args) -> int:
-    print("train a2e: not implemented yet", file=sys.stderr)
-    return 1
+    try:
+        best = train(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"train a2e: {exc}", file=sys.stderr)
+        return 1
+    print(f"done; best validation loss {best:.5f}; checkpoints in {args.out}")
+    return 0
 
 
-_ = time
+def train(args) -> float:
+    import torch
+
+    from realtalk_bridge.nets.a2e import A2E, dims_for, load_checkpoint, save_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    manifest, clips = read_dataset(args.data)
+    names = manifest["names"]
+    layout = manifest.get("space", "custom")
+    train_clips = [c for c in clips if c.split == "train"]
+    val_clips = [c for c in clips if c.split == "val"]
+    if not train_clips:
+        raise ValueError(f"{args.data}: no clips with split 'train'")
+    if not val_clips:
+        print("train a2e: no 'val' clips; validating on training windows", file=sys.stderr)
+        val_clips = train_clips
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    last, state_path = out / "last.safetensors", out / "train_state.safetensors"
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    if args.resume:
+        if not (last.is_file() and state_path.is_file()):
+            raise FileNotFoundError(f"--resume: no {last.name} + {state_path.name} in {out}")
+        model, meta = load_checkpoint(last)
+        model.train()
+        dims = model.dims
+        if meta["names"] != names:
+            raise ValueError("--resume: the checkpoint's names differ from the dataset's")
+        opt = make_optimizer(model, args.lr)
+        step, history, best = load_train_state(state_path, opt, rng)
+        defaults = meta.get("defaults")
+    else:
+        over = {"n_expr": len(names), "n_id": int(train_clips[0].identity.size)}
+        if args.frontend:
+            over["frontend"] = args.frontend
+        dims = dims_for(args.config, **over)
+        model = A2E(dims, hubert_path=str(args.hubert) if args.hubert else None)
+        opt = make_optimizer(model, args.lr)
+        step, history, best = 0, [], math.inf
+        defaults = dataset_defaults(train_clips, dims.n_hist, np.random.default_rng(args.seed + 1))
+    mouth_b = mouth_basis_for(args.face, names)
+    # fixed validation windows: comparable from one evaluation to the next
+    vrng = np.random.default_rng(12345)
+    val_batches = [sample_batch(val_clips, dims, args.batch, vrng) for _ in range(args.val_batches)]
+    extra = lambda s: {"defaults": defaults, "step": s, "data": str(args.data), "config": args.config}  # noqa: E731
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    log_f = open(out / "log.jsonl", "a")
+    running: list[float] = []
+
+    def log(s, loss, parts, lr):
+        running.append(loss)
+        if (s + 1) % 50 == 0:
+            rec = {"step": s + 1, "train": float(np.mean(running[-50:])), "lr": lr, **{f"train_{k}": v for k, v in parts.items()}}
+            history.append(rec)
+            log_f.write(json.dumps(rec) + "\n")
+        prog.update(task, advance=1, description=f"loss {np.mean(running[-20:]):.4f}")
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn()) as prog:
+        task = prog.add_task("training", total=args.steps, completed=step)
+        end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+        while step < end:
+            stop = min(end, (step // args.val_every + 1) * args.val_every)
+            fit(model, lambda s: sample_batch(train_clips, dims, args.batch, rng), args.steps, lr=args.lr,
+                mouth_b=mouth_b, w_vertex=args.w_vertex, log=log, optimizer=opt, start_step=step, stop_step=stop,
+                warmup=args.warmup)
+            step = stop
+            val = evaluate(model, val_batches, mouth_b, args.w_vertex)
+            rec = {"step": step, "val": val["loss"], **{f"val_{k}": v for k, v in val.items()}}
+            history.append(rec)
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+            prog.console.print(f"step {step}: val loss {val['loss']:.5f}" + (" (best)" if val["loss"] < best else ""))
+            if val["loss"] < best:
+                best = val["loss"]
+                save_checkpoint(out / "best.safetensors", model, names, layout, extra={**extra(step), "val_loss": best})
+            if step % args.save_every == 0 or step >= end:
+                save_checkpoint(last, model, names, layout, extra=extra(step))
+                save_train_state(state_path, opt, step, rng, history, best)
+            plot_losses(history, out / "loss.png")
+    log_f.close()
+    return best
