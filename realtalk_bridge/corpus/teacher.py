@@ -49,8 +49,8 @@ GROUPS = ("jaw", "lips", "tongue")
 # dominance per group (jaw, lips, tongue): how much a phone insists on its own target
 _D_VOWEL = (0.9, 0.6, 0.3)
 _D_ROUND = (0.9, 0.9, 0.3)
-_D_BILABIAL = (0.35, 1.0, 0.2)   # the lips close; the jaw stays where the neighbours want it
-_D_LABIODENTAL = (0.45, 0.95, 0.2)
+_D_BILABIAL = (0.8, 1.0, 0.2)
+_D_LABIODENTAL = (0.55, 0.95, 0.2)
 _D_CORONAL = (0.35, 0.15, 0.6)   # t d n l s z: tongue does the work, lips follow their neighbours
 _D_POSTALV = (0.45, 0.75, 0.5)    # sh zh ch jh: lips protrude
 _D_DENTAL = (0.4, 0.3, 0.9)      # th dh: tongue tip shows
@@ -262,8 +262,9 @@ def latent_curves(phones: list[Phone], t: np.ndarray, style: Style) -> np.ndarra
                 tvec[_L["jawOpen"]] *= {1: 1.15, 2: 1.0, 0: 0.85}.get(stress, 1.0)
             ant, carry = 0.07 * style.spread, 0.06 * style.spread
         for gi, g in enumerate(GROUPS):
-            ant_g = ant * (1.8 if (g == "lips" and key in _ROUNDED) else 1.0)  # rounding is anticipated early
-            dval = _dominance(t, a, b, dom[gi] * alpha_scale, ant_g, carry)
+            # the heavy jaw follows each syllable closely; lip rounding is anticipated early
+            scale = 0.75 if g == "jaw" else 1.8 if (g == "lips" and key in _ROUNDED) else 1.0
+            dval = _dominance(t, a, b, dom[gi] * alpha_scale, ant * scale, carry * (0.75 if g == "jaw" else 1.0))
             cols = group_cols[g]
             num[:, cols] += dval[:, None] * tvec[cols][None, :]
             den[:, cols] += dval[:, None]
