@@ -13,10 +13,14 @@ from realtalk_bridge.runtime.a2e import A2ERuntime  # noqa: E402
 from realtalk_bridge.runtime.export import META_KEY, export_onnx  # noqa: E402
 
 
-@pytest.mark.parametrize("config", ["tiny", "default"])
+@pytest.mark.parametrize("config", ["tiny", "default", "hubert-small"])
 def test_export_parity_with_pytorch(tmp_path, config):
     torch.manual_seed(0)
-    dims = dims_for(config)
+    if config == "hubert-small":
+        pytest.importorskip("transformers")
+        dims = dims_for("hubert", d_model=32, n_head=2, n_enc=1, n_dec=1, d_ff=64, n_hist=4, n_id=8)
+    else:
+        dims = dims_for(config)
     m = A2E(dims).eval()
     out = tmp_path / "m.onnx"
     err = export_onnx(m, [f"n{i}" for i in range(52)], "arkit52", out)
