@@ -345,9 +345,11 @@ def eval_videos(rt, videos: list[Path], lookahead_ms: float) -> dict:
         n = min(len(jaw_pred), len(jaw_mp))
         ok = np.isfinite(jaw_mp[:n])
         rms = rms_jaw(audio, n)[:, ARKIT_INDEX["jawOpen"]]
-        lag = best_lag([jaw_pred[:n][ok]], [jaw_mp[:n][ok]])
-        res[v.name] = {"frames": int(n), "tracked": int(ok.sum()), "jaw_r": pearson(jaw_pred[:n][ok], jaw_mp[:n][ok]),
-                       "rms_baseline_jaw_r": pearson(rms[ok], jaw_mp[:n][ok]), "lag_frames": lag}
+        p, m = jaw_pred[:n][ok], jaw_mp[:n][ok]
+        lag = best_lag([p], [m])
+        shifted = pearson(p[lag:], m[: len(m) - lag]) if lag >= 0 else pearson(p[:lag], m[-lag:])
+        res[v.name] = {"frames": int(n), "tracked": int(ok.sum()), "jaw_r": pearson(p, m),
+                       "rms_baseline_jaw_r": pearson(rms[ok], m), "lag_frames": lag, "jaw_r_at_best_lag": shifted}
     rs = [r["jaw_r"] for r in res.values() if "jaw_r" in r]
     if rs:
         res["mean_jaw_r"] = float(np.mean(rs))
