@@ -117,3 +117,16 @@ def test_augmentation_keeps_timing_and_sample_rate():
     for kind in ("white", "pink", "brown", "hum", "fan", "babble_like", "clicks"):
         n = augment.noise(SAMPLE_RATE, rng, kind)
         assert np.sqrt(np.mean(n**2)) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_speed_perturbation_scales_time_exactly():
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    x = np.where((t > 0.5) & (t < 0.6), np.sin(2 * np.pi * 300 * t), 0.0).astype(np.float32)
+    y = augment.speed_perturb(x, 1.25)
+    assert abs(len(y) - len(x) / 1.25) <= 2
+    # the burst that started at 0.5 s now starts at 0.4 s, and its pitch went up by 1.25
+    on = np.flatnonzero(np.abs(y) > 0.5)[0] / SAMPLE_RATE
+    assert on == pytest.approx(0.4, abs=0.005)
+    seg = y[int(0.41 * SAMPLE_RATE):int(0.47 * SAMPLE_RATE)]
+    f = np.fft.rfftfreq(len(seg), 1 / SAMPLE_RATE)[np.argmax(np.abs(np.fft.rfft(seg)))]
+    assert f == pytest.approx(375, abs=20)

