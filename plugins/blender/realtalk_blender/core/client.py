@@ -252,8 +252,9 @@ class Client:
         if now - self._last_seen > self.stale_after and self.stats.state == "connected":
             self.stats.state = "lost"  # sidecar gone: ZeroMQ keeps retrying the TCP connection
         if self.stats.state != "connected" and self.stats.state != "disconnected" and now - self._hello_sent > 1.0:
-            self._hello_sent = now
             self._hello_id = self.send("hello", client=self.name, versions=[protocol.VERSION])
+            # not connected yet (IMMEDIATE refuses to queue): try again soon rather than in a second
+            self._hello_sent = now if self._hello_id is not None else now - 0.9
         return frames
 
     def _count(self, f: Frame, now: float) -> None:

@@ -19,6 +19,7 @@ _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 def words(name: str) -> list[str]:
     """'mouthSmile_L' -> ['mouth', 'smile', 'left']; 'blendShape1.JawOpen' -> ['jaw', 'open']."""
     name = name.rsplit(".", 1)[-1]  # 'blendShape1.jawOpen', 'head_geo.jawOpen'
+    name = re.sub(r"(?i)^arkit[_\- ]?", "", name)  # 'ARKit' would split as 'AR' + 'Kit'
     out = [w.lower() for w in _WORD.findall(name)]
     while len(out) > 1 and out[0] in _DROP_PREFIX:
         out.pop(0)

@@ -4,6 +4,8 @@ Only msgpack and the standard library: Blender's Python is not guaranteed to hav
 """
 from __future__ import annotations
 
+import math
+import re
 import sys
 from array import array
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ import msgpack
 
 VERSION = 1
 MAX_MESSAGE = 64 * 1024 * 1024  # SPEC section 4: default limit
+STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class ProtocolError(ValueError):
@@ -137,21 +140,32 @@ def parse_coeffs(msg: dict, layouts: dict[str, tuple[str, ...]]) -> Frame:
     w = f32(_get(msg, "w", (bytes, bytearray)), "w")
     if len(w) != len(names):
         raise ProtocolError(f"w has {len(w)} values for {len(names)} names")
+    if not all(math.isfinite(x) for x in w):
+        raise ProtocolError("w holds NaN or infinity")
     pose = msg.get("pose")
     if pose is not None:
         pose = f32(pose, "pose")
-        if len(pose) != 6:
-            raise ProtocolError("pose must hold 6 float32")
+        if len(pose) != 6 or not all(math.isfinite(x) for x in pose):
+            raise ProtocolError("pose must hold 6 finite float32")
     speech = msg.get("speech")
-    return Frame(
-        stream=_get(msg, "stream", str),
-        seq=_get(msg, "seq", int),
-        t=float(_get(msg, "t", (float, int))),
-        wall=float(_get(msg, "wall", (float, int))),
-        fps=float(_get(msg, "fps", (float, int))),
-        layout=layout, names=names, weights=w, pose=pose,
-        speech=speech if isinstance(speech, bool) else None,
-    )
+    stream = _get(msg, "stream", str)
+    if not STREAM_ID.match(stream):
+        raise ProtocolError(f"bad stream id {stream[:80]!r}")
+    seq = _get(msg, "seq", int)
+    if seq < 0:
+        raise ProtocolError("seq must be >= 0")
+    t, wall, fps = (_number(msg, k) for k in ("t", "wall", "fps"))
+    if not 1.0 <= fps <= 120.0:
+        raise ProtocolError(f"fps {fps} outside 1..120")
+    return Frame(stream=stream, seq=seq, t=t, wall=wall, fps=fps, layout=layout, names=names, weights=w,
+                 pose=pose, speech=speech if isinstance(speech, bool) else None)
+
+
+def _number(msg: dict, key: str) -> float:
+    x = float(_get(msg, key, (float, int)))
+    if not math.isfinite(x):
+        raise ProtocolError(f"{key!r} is not finite")
+    return x
 
 
 def parse_layouts(msg: dict) -> dict[str, tuple[str, ...]]:
@@ -168,8 +182,13 @@ def parse_bake(reply: dict) -> BakeResult:
     w = f32(_get(reply, "w", (bytes, bytearray)), "w")
     if n < 0 or len(w) != n * len(names):
         raise ProtocolError(f"bake w has {len(w)} values, expected {n} x {len(names)}")
-    return BakeResult(fps=float(_get(reply, "fps", (float, int))), layout=str(reply.get("layout", "")),
-                      names=names, n_frames=n, t0=float(_get(reply, "t0", (float, int), False) or 0.0), w=w)
+    if not all(math.isfinite(x) for x in w):
+        raise ProtocolError("bake w holds NaN or infinity")
+    fps = _number(reply, "fps")
+    if fps <= 0:
+        raise ProtocolError("bake fps must be > 0")
+    t0 = _number(reply, "t0") if "t0" in reply else 0.0
+    return BakeResult(fps=fps, layout=str(reply.get("layout", "")), names=names, n_frames=n, t0=t0, w=w)
 
 
 def reply_error(reply: dict) -> tuple[str, str] | None:
