@@ -62,8 +62,11 @@ def test_table_overrides_and_fans_out():
              mapping.Channel("noSuchChannel", "MTH_A")]
     chans = mapping.auto_map(ARKIT_NAMES, ["MTH_A", "chin_down", "JawOpen"], table)
     got = {(c.source, c.target, c.gain) for c in chans}
-    # the table rows win; the automatic pass still maps jawOpen -> JawOpen? no: jawOpen is already mapped by the table
-    assert got == {("jawOpen", "MTH_A", 0.5), ("jawOpen", "chin_down", 2.0)}
+    # table rows add keys; the automatic match jawOpen -> JawOpen still holds
+    assert got == {("jawOpen", "MTH_A", 0.5), ("jawOpen", "chin_down", 2.0), ("jawOpen", "JawOpen", 1.0)}
+    # a disabled row takes a key away from the automatic pass
+    off = mapping.auto_map(ARKIT_NAMES, ["JawOpen"], [mapping.Channel("jawOpen", "JawOpen", enabled=False)])
+    assert mapping.drive(off, {"jawOpen": 1.0}, {}) == {}
 
 
 def test_gain_offset_clamp_smoothing():

@@ -13,6 +13,7 @@ import sysconfig
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VENDORED: list[str] = []  # modules this add-on had to unpack (for the About line and tests)
 
 
 def _platform_ok(tag: str) -> bool:
@@ -45,8 +46,9 @@ def ensure() -> None:
     for mod in ("zmq", "msgpack"):
         try:
             importlib.import_module(mod)
-        except ImportError:
+        except ImportError as e:
             missing.append(mod)
+            VENDORED.append(f"{mod} ({e})")
     if not missing:
         return
     wheels = os.path.join(HERE, "wheels")

@@ -18,7 +18,7 @@ def new_action(key: bpy.types.Key, name: str) -> bpy.types.Action:
     if old is not None:
         old.use_fake_user = True
     action = bpy.data.actions.new(name)  # Blender picks a unique name (Take.001 ...)
-    if hasattr(action, "id_root"):
+    if "id_root" in action.bl_rna.properties:  # (hasattr would read the unset enum and warn)
         action.id_root = "KEY"
     ad.action = action
     return action

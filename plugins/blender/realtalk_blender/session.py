@@ -16,7 +16,6 @@ from .core import mapping, resample
 from .core.client import Client, FilePusher, RequestError
 
 TICK_S = 1.0 / 60.0
-STREAM_FPS = (25, 30, 50, 60)
 
 
 def addon_prefs():
@@ -259,8 +258,8 @@ class Session:
             raise RuntimeError("not connected to a sidecar")
         if self.pusher is not None:
             self.pusher.close()
-        stream_fps = min(STREAM_FPS, key=lambda f: abs(f - fps))
-        self.pusher = FilePusher(self.client, path, fps=stream_fps)
+        # SPEC: any fps 1..120; frames at the scene's own rate need no resampling when recorded
+        self.pusher = FilePusher(self.client, path, fps=min(120.0, max(1.0, round(fps, 3))))
 
 
 def settings_signature(settings) -> tuple:

@@ -298,7 +298,7 @@ class FilePusher:
     """Streams a WAV file to the sidecar in real time (`stream_open` + `push_audio`): a live preview and
     record source whose audio we have, so a take gets its sound strip."""
 
-    def __init__(self, client: Client, path: str, stream: str = "blender", fps: int = 30, lead: float = 0.1):
+    def __init__(self, client: Client, path: str, stream: str = "blender", fps: float = 30.0, lead: float = 0.1):
         self.client, self.path, self.lead = client, path, lead
         self.pcm, self.sample_rate, self.duration = read_wav_s16(path)
         reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)

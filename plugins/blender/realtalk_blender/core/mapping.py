@@ -74,8 +74,9 @@ def auto_map(sources, shape_keys, table: list[Channel] | None = None) -> list[Ch
     """Channels for the shape keys a mesh has.
 
     Order of precedence: rows of `table` whose target exists (exact, then normalized spelling),
-    then normalized-name matches, then VRM aliases. Each shape key is driven at most once by the
-    automatic passes; table rows may drive several keys from one source or several sources into one key.
+    then normalized-name matches, then VRM aliases. A key named in the table is left to the table (a
+    disabled row switches a key off); table rows may drive extra keys from one source (jawOpen -> JawOpen
+    and -> Chin_Custom) or several sources into one key.
     """
     sources = list(sources)
     keys = [k for k in shape_keys]
@@ -92,17 +93,15 @@ def auto_map(sources, shape_keys, table: list[Channel] | None = None) -> list[Ch
             continue
         out.append(Channel(**{**asdict(row), "source": src, "target": tgt}))
         used.add(tgt)
-    mapped_sources = {c.source for c in out}
+    auto: set[str] = set()
     for s in sources:
-        if s in mapped_sources:
-            continue
         k = by_norm.get(normalize(s))
         if k is not None and k not in used:
             out.append(Channel(s, k))
             used.add(k)
-            mapped_sources.add(s)
+            auto.add(s)
     for s, aliases in VRM_ALIASES.items():
-        if s not in sources or s in mapped_sources:
+        if s not in sources or s in auto:
             continue
         for a in aliases:
             k = a if a in keys else by_norm.get(normalize(a))
