@@ -145,8 +145,12 @@ def test_blender_34_legacy_addon(zips, speech, tmp_path):
     blender = shutil.which("blender")
     if blender is None:
         pytest.skip("Debian blender not installed (see .ci/apt-packages.txt)")
+    # Blender's embedded Python finds its home through PATH: drop a pyenv/venv interpreter that pytest may run
+    # under, so Blender uses the system Python (and python3-zmq/msgpack) as it does for a user
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if ".pyenv" not in p and not p.startswith(sys.prefix))
     env = {"BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"), "BLENDER_USER_CONFIG": str(tmp_path / "config"),
-           "BLENDER_USER_DATAFILES": str(tmp_path / "datafiles")}
+           "BLENDER_USER_DATAFILES": str(tmp_path / "datafiles"), "PATH": path}
     res = run_blender([blender, "-b", "--factory-startup", "--python-exit-code", "1", "--python"],
                       zips[1], "legacy", speech, tmp_path, env)
     assert res["blender"].startswith("3.")
@@ -179,3 +183,22 @@ def test_extension_zip_validates(zips):
     assert not any("__pycache__" in n for n in names)
     legacy = zipfile.ZipFile(zips[1]).namelist()
     assert "realtalk_blender/__init__.py" in legacy
+
+
+def test_legacy_zip_unpacks_its_wheels(zips, tmp_path):
+    """A Blender whose Python lacks pyzmq/msgpack (official 3.x-4.1 builds): the legacy zip's bundled wheels
+    are unpacked and imported. Simulated with `python -S` (no site-packages) on this platform."""
+    import zipfile
+    z = zipfile.ZipFile(zips[1])
+    cp = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    if not any(n.startswith("realtalk_blender/wheels/pyzmq") and cp in n for n in z.namelist()):
+        pytest.skip("legacy zip built without wheels (run plugins/blender/build.py once with network)")
+    z.extractall(tmp_path)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import realtalk_blender._vendor as v; v.ensure(); "
+            "import zmq, msgpack; print(zmq.__file__); print(v.VENDORED); "
+            "from realtalk_blender.core import protocol; print(protocol.decode(protocol.encode({'a': 1})))")
+    r = subprocess.run([sys.executable, "-S", "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert str(tmp_path / "realtalk_blender" / "_deps") in lines[0] and "zmq" in lines[1]
+    assert lines[2] == "{'a': 1}"
