@@ -106,13 +106,16 @@ class Session:
     def connected(self) -> bool:
         return self.client is not None and self.client.stats.state == "connected"
 
-    def status_line(self) -> str:
+    def status_lines(self) -> list[str]:
         if self.client is None:
-            return "disconnected"
-        line = self.client.stats.line()
+            return ["disconnected"]
+        lines = self.client.stats.lines()
         if self.recorder is not None:
-            line += f" | REC {len(self.recorder.times)}"
-        return line
+            lines.append(f"recording: {len(self.recorder.times)} frames")
+        return lines
+
+    def status_line(self) -> str:
+        return " | ".join(self.status_lines())
 
     # -- the tick ----------------------------------------------------------------------------------
     def tick(self, context=None) -> None:
@@ -284,7 +287,10 @@ def _redraw() -> None:
     wm = getattr(bpy.context, "window_manager", None)
     if wm is None:
         return
+    # only the sidebar: the viewport redraws by itself when shape-key values change
     for win in wm.windows:
         for area in win.screen.areas:
             if area.type == "VIEW_3D":
-                area.tag_redraw()
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()

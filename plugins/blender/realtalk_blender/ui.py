@@ -29,7 +29,9 @@ class REALTALK_PT_main(bpy.types.Panel):
         layout = self.layout
         box = layout.box()
         icon = "LINKED" if S.connected else ("UNLINKED" if S.client is None else "TIME")
-        box.label(text=S.status_line(), icon=icon)
+        col = box.column(align=True)
+        for i, line in enumerate(S.status_lines()):
+            col.label(text=line, icon=icon if i == 0 else "BLANK1")
         if S.message:
             box.label(text=S.message, icon="ERROR")
         row = layout.row(align=True)

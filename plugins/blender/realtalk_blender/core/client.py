@@ -74,11 +74,16 @@ class Stats:
             return 0.0
         return (len(a) - 1) / (a[-1] - a[0])
 
-    def line(self) -> str:
+    def lines(self) -> list[str]:
+        """The status for a narrow panel: state, rate, latency and loss on separate lines."""
         if self.state != "connected":
-            return self.state + (f" ({self.last_error})" if self.last_error else "")
-        return (f"connected | {self.stream or '-'} {self.fps:.1f} fps | latency {self.latency_ms:.0f} ms"
-                f" | dropped {self.dropped}")
+            return [self.state + (f" ({self.last_error})" if self.last_error else "")]
+        return [f"connected: {self.stream or 'waiting for frames'}",
+                f"{self.fps:.1f} fps, latency {self.latency_ms:.0f} ms",
+                f"dropped {self.dropped}" + (f", restarts {self.restarts}" if self.restarts else "")]
+
+    def line(self) -> str:
+        return " | ".join(self.lines())
 
 
 class Client:
