@@ -104,6 +104,7 @@ class Client:
         self._last_seen = 0.0
         self._hello_id = None
         self._hello_sent = 0.0
+        self.sub_joined = False  # the SUB socket has received something: later frames will not be missed
 
     # -- sockets -----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -121,6 +122,7 @@ class Client:
         self._sub.connect(self.stream_endpoint)
         self._new_dealer()
         self.stats = Stats(state="connecting")
+        self.sub_joined = False
         self._last_seen = time.time()
 
     def _new_dealer(self) -> None:
@@ -252,6 +254,7 @@ class Client:
                 self.stats.last_error = f"{topic}: {e}"
                 continue
             self._last_seen = now
+            self.sub_joined = True
             if self.stats.state != "connected":
                 self.stats.state = "connected" if self._hello_id is None else self.stats.state
         if now - self._last_seen > self.stale_after and self.stats.state == "connected":
@@ -319,6 +322,8 @@ class FilePusher:
     def pump(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         if self.t_start is None:
+            if not self.client.sub_joined:
+                return  # PUB/SUB slow joiner: wait for the first heartbeat so the take starts at t = 0
             self.t_start = now
         due = min(len(self.pcm) // 2, int((now - self.t_start + self.lead) * self.sample_rate))
         if due > self.sent:
