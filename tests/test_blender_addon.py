@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugins" / "blender"
 E2E = PLUGIN / "tests" / "blender_e2e.py"
 PEER = PLUGIN / "tests" / "spec_peer.py"
+# the checkout whose `realtalk-bridge serve` the tests start (another worktree while developing)
+SIDECAR_ROOT = Path(os.environ.get("REALTALK_SIDECAR_ROOT", ROOT))
 BPY_PYTHON = ROOT / os.environ.get("REALTALK_BPY_VENV", ".venv-bpy") / "bin" / "python"
 FPS = 24
 SR = 16000
@@ -76,15 +78,42 @@ def envelope_db(audio: np.ndarray, sr: int, t: float, fps: float = 30.0) -> floa
     return 20 * np.log10(np.sqrt(np.mean(win.astype(np.float64) ** 2)) + 1e-9) if len(win) else -180.0
 
 
-def sidecar_cmds(stream_ep, control_ep, wav):
-    base = [sys.executable, str(PEER), "--pub", stream_ep, "--control", control_ep, "--duration", "150"]
-    return json.dumps(base), json.dumps(base + ["--input", str(wav)])
+def sidecar_kind() -> str:
+    """'real': `realtalk-bridge serve` of this checkout (when it exists); 'peer': plugins/blender/tests/spec_peer.py.
+    REALTALK_BLENDER_SIDECAR=real|peer|auto (default auto: real when realtalk_bridge/sidecar/serve.py exists);
+    REALTALK_SIDECAR_ROOT=<checkout> runs another checkout's sidecar."""
+    want = os.environ.get("REALTALK_BLENDER_SIDECAR", "auto")
+    if want in ("real", "peer"):
+        return want
+    return "real" if (SIDECAR_ROOT / "realtalk_bridge" / "sidecar" / "serve.py").exists() else "peer"
 
 
-def run_blender(cmd_prefix, zip_path, mode, speech, tmp_path, env_extra):
+@pytest.fixture(scope="module")
+def sidecar(request):
+    """(kind, model path or None). The real sidecar runs the shipped model, or the tiny A2E fixture until it ships."""
+    kind = sidecar_kind()
+    if kind == "peer":
+        return kind, None
+    default = ROOT / "models" / "a2e" / "default.onnx"
+    return kind, default if default.exists() else request.getfixturevalue("tiny_a2e_onnx")
+
+
+def sidecar_cmds(sidecar, stream_ep, control_ep, wav):
+    kind, model = sidecar
+    if kind == "peer":
+        base = [sys.executable, str(PEER), "--pub", stream_ep, "--control", control_ep, "--duration", "150"]
+        return json.dumps(base), json.dumps(base + ["--input", str(wav)])
+    # started from inside Blender: import this checkout's package whatever the working directory
+    launcher = "import sys; sys.path.insert(0, sys.argv.pop(1)); from realtalk_bridge.cli import main; sys.exit(main(sys.argv[1:]))"
+    base = [sys.executable, "-c", launcher, str(SIDECAR_ROOT), "serve", "--pub", stream_ep, "--ctl", control_ep, "--no-mic",
+            "--model", str(model)]
+    return json.dumps(base), json.dumps(base + ["--input", str(wav), "--loop"])
+
+
+def run_blender(cmd_prefix, zip_path, mode, speech, tmp_path, env_extra, sidecar):
     pp, cp = _ports()
     stream_ep, control_ep = f"tcp://127.0.0.1:{pp}", f"tcp://127.0.0.1:{cp}"
-    side1, side2 = sidecar_cmds(stream_ep, control_ep, speech)
+    side1, side2 = sidecar_cmds(sidecar, stream_ep, control_ep, speech)
     out = tmp_path / "result.json"
     env = {**os.environ, **env_extra}
     cmd = cmd_prefix + [str(E2E), "--", "--zip", str(zip_path), "--mode", mode, "--sidecar", side1,
@@ -96,7 +125,7 @@ def run_blender(cmd_prefix, zip_path, mode, speech, tmp_path, env_extra):
     return result
 
 
-def check_result(res, speech):
+def check_result(res, speech, kind):
     audio, sr = sf.read(speech, dtype="float32")
     duration = len(audio) / sr
 
@@ -107,20 +136,24 @@ def check_result(res, speech):
     env = np.array([envelope_db(audio, sr, x) for x in t])
     speaking, silent = env > -35, env < -55
     assert speaking.sum() > 20 and silent.sum() > 10
-    assert jaw[speaking].mean() > jaw[silent].mean() + 0.2, (jaw[speaking].mean(), jaw[silent].mean())
-    assert np.corrcoef(jaw, np.clip(env, -60, 0))[0, 1] > 0.5
+    # the test peer opens the mouth with the RMS envelope; a real A2E model less literally (the tiny test
+    # model measured: +0.41 and r = 0.78)
+    margin, min_r = (0.2, 0.5) if kind == "peer" else (0.1, 0.4)
+    assert jaw[speaking].mean() > jaw[silent].mean() + margin, (jaw[speaking].mean(), jaw[silent].mean())
+    assert np.corrcoef(jaw, np.clip(env, -60, 0))[0, 1] > min_r
     np.testing.assert_allclose(custom, 0.5 * jaw, atol=1e-3)
     assert res["unmatched_live"] == ["Prop"]
+    assert abs(res["fps_median"] - FPS) < 8, res["fps_median"]  # the stream's rate: 24, or 25 if the sidecar rounds
 
     # record: one key per scene frame between the first and last recorded frame, starting at frame 10
     t0, t1 = res["rec_t"]
     take = res["take"]
     assert take["n_keys"] == int(np.floor((t1 - t0) * FPS + 1e-6)) + 1
     assert take["first"] == 10 and take["last"] - take["first"] == take["n_keys"] - 1
-    assert abs((take["last"] - take["first"]) / FPS - duration) < 0.3, (take, duration)
+    assert abs((take["last"] - take["first"]) / FPS - duration) < 0.4, (take, duration)
     tk = np.array(take["values"])
     tenv = np.array([envelope_db(audio, sr, t0 + k / FPS) for k in range(len(tk))])
-    assert np.corrcoef(tk, np.clip(tenv, -60, 0))[0, 1] > 0.5
+    assert np.corrcoef(tk, np.clip(tenv, -60, 0))[0, 1] > min_r
     # the take's sound strip is placed by audio time: t0 sits at frame 10, so audio t = 0 at 10 - t0 * fps
     assert [s[1] for s in res["take_sound"]] == [10 - round(t0 * FPS)]
 
@@ -130,7 +163,7 @@ def check_result(res, speech):
     assert bake["first"] == 100 and bake["last"] == 100 + bake["n_keys"] - 1
     bv = np.array(bake["values"])
     benv = np.array([envelope_db(audio, sr, k / FPS) for k in range(len(bv))])
-    assert np.corrcoef(bv, np.clip(benv, -60, 0))[0, 1] > 0.5
+    assert np.corrcoef(bv, np.clip(benv, -60, 0))[0, 1] > min_r
     np.testing.assert_allclose(bake["custom"], 0.5 * bv, atol=1e-3)
     assert [s[1] for s in res["bake_sound"]] == [10 - round(t0 * FPS), 100]
     assert res["bake_eval_mid"] == pytest.approx(bv[len(bv) // 2], abs=1e-4)
@@ -141,7 +174,7 @@ def check_result(res, speech):
 
 
 @pytest.mark.slow
-def test_blender_34_legacy_addon(zips, speech, tmp_path):
+def test_blender_34_legacy_addon(zips, speech, sidecar, tmp_path):
     blender = shutil.which("blender")
     if blender is None:
         pytest.skip("Debian blender not installed (see .ci/apt-packages.txt)")
@@ -152,21 +185,21 @@ def test_blender_34_legacy_addon(zips, speech, tmp_path):
     env = {"BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"), "BLENDER_USER_CONFIG": str(tmp_path / "config"),
            "BLENDER_USER_DATAFILES": str(tmp_path / "datafiles"), "PATH": path}
     res = run_blender([blender, "-b", "--factory-startup", "--python-exit-code", "1", "--python"],
-                      zips[1], "legacy", speech, tmp_path, env)
+                      zips[1], "legacy", speech, tmp_path, env, sidecar)
     assert res["blender"].startswith("3.")
     assert str(tmp_path / "scripts") in res["addon_file"]  # installed from the zip, not from the repo
-    check_result(res, speech)
+    check_result(res, speech, sidecar[0])
 
 
 @pytest.mark.slow
-def test_bpy_50_extension(zips, speech, tmp_path):
+def test_bpy_50_extension(zips, speech, sidecar, tmp_path):
     if not BPY_PYTHON.exists():
         pytest.skip(f"no {BPY_PYTHON}: run plugins/blender/tests/setup_bpy_venv.sh")
     env = {"BLENDER_USER_RESOURCES": str(tmp_path / "resources")}
-    res = run_blender([str(BPY_PYTHON)], zips[0], "extension", speech, tmp_path, env)
+    res = run_blender([str(BPY_PYTHON)], zips[0], "extension", speech, tmp_path, env, sidecar)
     assert res["blender"].startswith("5.")
     assert str(tmp_path / "resources") in res["addon_file"]
-    check_result(res, speech)
+    check_result(res, speech, sidecar[0])
 
 
 def test_extension_zip_validates(zips):

@@ -116,19 +116,24 @@ try:
     kb = face.data.shape_keys.key_blocks
     live = []
 
+    fps_seen = []
+
     def sample():
+        fps_seen.append(S.client.stats.fps)
         if S.last is not None and (not live or live[-1][0] != S.last.t):
             live.append((S.last.t, kb["JawOpen"].value, kb["Chin_Custom"].value, kb["mouth_funnel"].value,
                          kb["eyeBlink_L"].value))
 
     pusher = S.pusher
+    # the sidecar emits a frame once it has audio up to t + look-ahead (80 ms): the last ones stay pending
     tick_until(S, lambda: pusher.done and S.last is not None and
-               S.last.t >= pusher.duration - 0.1, pusher.duration + 20, "frames for the whole file", sample)
+               S.last.t >= pusher.duration - 0.3, pusher.duration + 20, "frames for the whole file", sample)
     out["live"] = live
     out["status_line"] = S.status_line()
     out["unmatched_live"] = list(S.unmatched)
     check(S.unmatched == ["Prop"], f"mesh without keys not reported: {S.unmatched}")
-    check(S.client.stats.fps > 0, "no fps measured")
+    out["fps_median"] = sorted(fps_seen)[len(fps_seen) // 2]
+    check(max(fps_seen) > 0, "no fps measured")
     rec = S.recorder
     out["rec_frames"], out["rec_t"] = len(rec.times), [rec.times[0], rec.times[-1]]
     check(bpy.ops.realtalk.record() == {"FINISHED"}, "record stop failed")

@@ -22,6 +22,7 @@ from .protocol import Frame, ProtocolError
 
 DEFAULT_STREAM = "tcp://127.0.0.1:47200"
 DEFAULT_CONTROL = "tcp://127.0.0.1:47201"
+COMMON_FPS = (25, 30, 50, 60)
 
 
 class RequestError(RuntimeError):
@@ -277,6 +278,8 @@ class Client:
         s.frames += 1
         s.stream = f.stream
         s._arrivals.append(now)
+        while now - s._arrivals[0] > 2.0:  # the rate over the last 2 s, not since connecting
+            s._arrivals.popleft()
         lat = max(0.0, (now - f.wall) * 1000.0)
         s.latency_ms = lat if s.frames == 1 else 0.9 * s.latency_ms + 0.1 * lat
 
@@ -309,7 +312,14 @@ class FilePusher:
     def __init__(self, client: Client, path: str, stream: str = "blender", fps: float = 30.0, lead: float = 0.1):
         self.client, self.path, self.lead = client, path, lead
         self.pcm, self.sample_rate, self.duration = read_wav_s16(path)
-        reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)
+        try:
+            reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)
+        except RequestError as e:
+            # SPEC allows 1..120 fps; a sidecar may offer only the usual rates: take the nearest, resample later
+            if e.code != "bad_request" or fps in COMMON_FPS:
+                raise
+            fps = min(COMMON_FPS, key=lambda f: abs(f - fps))
+            reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)
         self.stream = str(reply.get("stream", stream))
         self.sent = 0  # samples
         self.t_start = None
