@@ -36,7 +36,11 @@ def fcurves(action: bpy.types.Action, key: bpy.types.Key):
     if hasattr(action, "fcurves"):
         return list(action.fcurves)
     from bpy_extras import anim_utils
-    bag = anim_utils.action_get_channelbag_for_slot(action, key.animation_data.action_slot)
+    ad = key.animation_data
+    slot = ad.action_slot if ad is not None and ad.action == action else None
+    if slot is None:  # an older take of this key, no longer assigned: its (only) slot
+        slot = next((s for s in action.slots if s.target_id_type == "KEY"), None)
+    bag = anim_utils.action_get_channelbag_for_slot(action, slot) if slot is not None else None
     return list(bag.fcurves) if bag else []
 
 

@@ -89,8 +89,9 @@ class Session:
             if not is_loopback(ep) and not getattr(bpy.app, "online_access", True):
                 raise PermissionError(f"{ep} is not on this machine and Blender's online access is off "
                                       "(Preferences > System > Network)")
+        client = Client(stream_ep, control_ep, stream=stream)  # validates the endpoints before we drop anything
         self.disconnect()
-        self.client = Client(stream_ep, control_ep, stream=stream)
+        self.client = client
         self.client.open()
 
     def disconnect(self) -> None:
@@ -123,8 +124,12 @@ class Session:
             return
         if self.pusher is not None:
             self.pusher.pump()
-            if self.pusher.done and self.pusher.errors:
+            if self.pusher.errors:
                 self.message = self.pusher.errors[-1]
+            if self.pusher.done:
+                # all audio sent: closing flushes the look-ahead frames; a take in progress keeps its stream
+                self.client.send("stream_close", stream=self.pusher.stream)
+                self.pusher = None
         frames = self.client.poll()
         if not frames:
             return
@@ -193,6 +198,8 @@ class Session:
             # keys sit on the scene's frame grid, aligned by audio time to the take's first frame
             frame0 = rec.start_frame + (times[0] - t_first) * fps
             grid = resample.resample(times, rows, fps)
+            if len(grid) < 2 and actions:
+                continue  # a tail shorter than one frame
             actions += self._bake_rows(context, rec.names, grid, round(frame0), "Take")
         if add_sound and actions and rec.audio_path and rec.audio_t0 is not None:
             start = round(rec.start_frame - (t_first - rec.audio_t0) * fps)

@@ -173,6 +173,60 @@ try:
     tick_until(S, lambda: S.connected and S.client.stats.frames > n0 + 10, 60, "reconnected with frames")
     out["reconnected_stream"] = S.last.stream
 
+    # -- a take from the sidecar's own stream, split into 1 s Actions ----------------------------------
+    st.max_take_seconds = 1.0
+    n_actions = len(bpy.data.actions)
+    check(bpy.ops.realtalk.record() == {"FINISHED"}, "record start (file stream) failed")
+    n0 = S.client.stats.frames
+    tick_until(S, lambda: S.client.stats.frames > n0 + int(2.5 * 25), 30, "2.5 s of frames")
+    check(bpy.ops.realtalk.record() == {"FINISHED"}, "record stop (file stream) failed")
+    split = [a for a in bpy.data.actions][n_actions:]
+    out["split"] = [(a.name, [tuple(k.co)[0] for k in mod_anim.fcurves(a, face.data.shape_keys)[0].keyframe_points])
+                    for a in split]
+    check(len(split) >= 2, f"a 2.5 s take with 1 s max should make >= 2 Actions, got {len(split)}")
+    frames = [f for _, keys in out["split"] for f in keys]
+    check(frames == [frames[0] + i for i in range(len(frames))], "split takes are not contiguous")
+    check(all(len(keys) <= args.fps + 1 for _, keys in out["split"]), "a split take is longer than 1 s")
+
+    # -- a long take: 10 minutes of 52-channel frames baked in one go (bulk keyframe insertion) ---------
+    st.max_take_seconds = 600.0
+    rec = mod_session.Recorder("long", scene.frame_current)
+    S.recorder = None
+    from array import array
+    names = S.client.layouts["arkit52"]
+    for k in range(10 * 60 * 30):  # a synthetic timeline: this measures the bake, not a model
+        rec.times.append(k / 30)
+        rec.rows.append(array("f", [0.5 + 0.5 * math.sin(k / 7 + i) for i in range(len(names))]))
+    rec.names = names
+    S.recorder = rec
+    t_bake = time.perf_counter()
+    long_actions = S.record_stop(bpy.context, add_sound=False)
+    out["long_take"] = {"seconds": time.perf_counter() - t_bake, "actions": len(long_actions),
+                        "keys": len(mod_anim.fcurves(long_actions[0], face.data.shape_keys)[0].keyframe_points)}
+    want = math.floor(rec.times[-1] * args.fps + 1e-6) + 1
+    check(out["long_take"]["keys"] == want and len(long_actions) == 1, f"long take {out['long_take']}, want {want}")
+
+    # -- presets: save the table, clear it, load it back ------------------------------------------------
+    st.preset_name = "test_rig"
+    check(bpy.ops.realtalk.preset_save() == {"FINISHED"}, "preset save failed")
+    st.channels.clear()
+    check(bpy.ops.realtalk.preset_load() == {"FINISHED"}, "preset load failed")
+    check([(r.source, r.target, round(r.gain, 3)) for r in st.channels] == [("jawOpen", "Chin_Custom", 0.5)],
+          "preset did not round-trip")
+    out["preset_dir"] = sys.modules[pkg + ".ops"].preset_dir()
+
+    # -- a remote endpoint while online access is off is refused --------------------------------------------
+    if hasattr(bpy.app, "online_access") and not bpy.app.online_access:
+        prefs.stream_endpoint = "tcp://192.0.2.1:47200"
+        try:
+            r = bpy.ops.realtalk.connect()
+        except RuntimeError as e:  # an operator reporting ERROR raises under bpy
+            r = str(e)
+        out["remote_refused"] = str(r)
+        check(r != {"FINISHED"}, "non-loopback endpoint accepted with online access off")
+        check(S.client is not None and S.client.stream_endpoint == args.stream, "refusal dropped the connection")
+        prefs.stream_endpoint = args.stream
+
     # -- unregister cleanly -----------------------------------------------------------------------------
     if args.mode == "legacy":
         bpy.ops.preferences.addon_disable(module=pkg)
