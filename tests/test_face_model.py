@@ -53,6 +53,9 @@ def test_vertices_linear_and_batched(model):
     manual = model.mean + (model.id_basis @ a[2, 0] + model.exp_basis @ b[0, 1]).reshape(468, 3)
     np.testing.assert_allclose(v[2, 1], manual, atol=1e-4)
     np.testing.assert_allclose(model.vertices(), model.mean)
+    rows = model.region_rows("mouth")
+    np.testing.assert_allclose((model.exp_basis[rows] @ b[0, 1]).reshape(-1, 3),
+                               (model.exp_basis @ b[0, 1]).reshape(468, 3)[model.region("mouth")], atol=1e-6)
     with pytest.raises(FaceModelError, match="beta"):
         model.vertices(beta=np.zeros(51))
     with pytest.raises(FaceModelError, match="non-finite"):
@@ -84,6 +87,9 @@ def test_projection(model):
     pose = np.array([0.1, -0.2, 0.05, 1.0, -2.0, -50.0], np.float32)
     v = model.vertices(pose=pose)
     uv = project(v, 1000.0, (128, 128))
+    batch = project(np.stack([v, v]), np.array([[1000.0, 1000.0], [500.0, 500.0]]), (128, 128))
+    np.testing.assert_allclose(batch[0], uv, atol=1e-3)
+    np.testing.assert_allclose(batch[1] - 128, (uv - 128) / 2, atol=1e-3)
     manual_u = 128 + 1000 * v[:, 0] / -v[:, 2]
     manual_v = 128 - 1000 * v[:, 1] / -v[:, 2]
     np.testing.assert_allclose(uv, np.stack([manual_u, manual_v], 1), rtol=1e-5)
@@ -170,6 +176,47 @@ def test_regions_are_real_polygons(model):
     mouth = model.region("mouth")
     assert set(model.region("outer_lip")) <= set(mouth) and set(model.region("inner_lip")) <= set(mouth)
     assert not set(mouth) & {159, 386, 1, 10}
+
+
+def test_rigid_vertices_are_still_in_every_expression(model):
+    rigid = model.region("rigid")
+    assert len(rigid) >= 50 and {6, 10, 168} <= set(rigid.tolist())  # nose bridge, forehead, between the eyes
+    assert np.abs(model.exp_basis[model.region_rows("rigid")]).max() < 1e-4
+
+
+def _pb_varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_field(num, wire, payload):
+    key = _pb_varint(num << 3 | wire)
+    return key + (_pb_varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def test_geometry_protobuf_decoder_on_a_handmade_message():
+    from realtalk_bridge.face.mediapipe_mesh import parse_geometry_metadata
+
+    verts = np.array([[0, 0, 0, 0.1, 0.2], [1, 0, 0, 0.3, 0.4], [0, 1, 0.5, 0.5, 0.6]], np.float32)
+    mesh = (_pb_field(1, 0, _pb_varint(0)) + _pb_field(2, 0, _pb_varint(0))
+            + _pb_field(3, 2, verts.astype("<f4").tobytes())
+            + _pb_field(4, 2, b"".join(_pb_varint(i) for i in (0, 1, 2))))
+    ref = lambda i, w: _pb_field(2, 2, _pb_field(1, 0, _pb_varint(i)) + _pb_field(2, 5, np.float32(w).tobytes()))  # noqa: E731
+    data = _pb_field(3, 0, _pb_varint(1)) + _pb_field(1, 2, mesh) + ref(1, 0.25) + ref(300, 0.75)
+    m = parse_geometry_metadata(data)
+    np.testing.assert_array_equal(m.vertices, verts[:, :3])
+    np.testing.assert_array_equal(m.uv, verts[:, 3:])
+    np.testing.assert_array_equal(m.triangles, [[0, 1, 2]])
+    np.testing.assert_array_equal(m.procrustes_ids, [1, 300])
+    np.testing.assert_allclose(m.procrustes_weights, [0.25, 0.75])
+    with pytest.raises(ValueError, match="no usable canonical mesh"):
+        parse_geometry_metadata(_pb_field(3, 0, _pb_varint(1)))
+    with pytest.raises(ValueError, match="truncated"):
+        parse_geometry_metadata(data[:-3] + b"\xff")
 
 
 def test_save_load_roundtrip_and_errors(model, tmp_path):

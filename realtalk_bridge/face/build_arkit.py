@@ -71,9 +71,7 @@ def point_in_polygon(xy, poly):
 
 
 def distance_to_polyline(xy, poly, closed=True):
-    a = poly
-    b = np.roll(poly, -1, axis=0) if closed else poly[1:]
-    a = a if closed else poly[:-1]
+    a, b = (poly, np.roll(poly, -1, axis=0)) if closed else (poly[:-1], poly[1:])
     ab = b - a
     t = np.clip(np.einsum("psk,sk->ps", xy[:, None] - a[None], ab) / np.maximum(np.sum(ab * ab, 1), 1e-12), 0, 1)
     closest = a[None] + t[..., None] * ab[None]
@@ -181,8 +179,7 @@ def expression_shapes(P: np.ndarray, triangles: np.ndarray) -> dict[str, np.ndar
     lips_region = bump(P, mc, (3.4, 2.3, 4.0)) * F.front
     pull_in = np.stack([-(x - mc[0]), np.zeros_like(x), np.zeros_like(x)], 1)
     S["mouthPucker"] = pull_in * (0.32 * lips_region)[:, None] + _vec([0, 0, 0.75], lips_region * (0.4 + 0.6 * F.lips))
-    part = _vec([0, 0.28, 0], F.upper_lip * (1 - F.from_slit) * 0 + F.upper_lip) \
-        + _vec([0, -0.32, 0], F.lower_lip)
+    part = _vec([0, 0.28, 0], F.upper_lip) + _vec([0, -0.32, 0], F.lower_lip)
     S["mouthFunnel"] = pull_in * (0.22 * lips_region)[:, None] + _vec([0, 0, 0.6], lips_region * F.lips) + part
     for nm, s in sides.items():
         # the whole mouth slides sideways; the leading corner also tucks back into the cheek
@@ -209,7 +206,9 @@ def expression_shapes(P: np.ndarray, triangles: np.ndarray) -> dict[str, np.ndar
     S["mouthRollLower"] = _vec([0, 0.22, -0.4], F.lower_lip * F.from_slit) + _vec([0, 0.05, -0.15], F.lower_lip)
     S["mouthRollUpper"] = _vec([0, -0.2, -0.4], F.upper_lip * F.from_slit) + _vec([0, -0.05, -0.15], F.upper_lip)
     chin_pad = bump(P, [0, -6.6, 5.0], (3.2, 2.4, 4.0)) * F.jaw * F.front
-    S["mouthShrugLower"] = _vec([0, 0.4, 0.2], np.maximum(F.lower_lip, chin_pad))
+    # the chin boss rises and pushes the lower lip up and out against the upper lip (without crossing it:
+    # the canonical mouth is 0.55 cm open at the centre)
+    S["mouthShrugLower"] = _vec([0, 0.4, 0.15], chin_pad * (1 - F.lips)) + _vec([0, 0.22, 0.2], F.lower_lip)
     S["mouthShrugUpper"] = _vec([0, 0.25, 0.12], F.upper_lip)
 
     for nm, s in sides.items():
@@ -312,7 +311,11 @@ def build(mesh) -> FaceModel:
     exp = expression_shapes(P, mesh.triangles)
     ident = identity_shapes(P, mesh.triangles)
     R = regions(P)
-    R["procrustes"] = mesh.procrustes_ids  # the landmarks MediaPipe fits head pose with (used by fit-basis)
+    R["procrustes"] = mesh.procrustes_ids  # the landmarks MediaPipe fits head pose with
+    # Vertices no expression moves (forehead, nose bridge, temples): fit-basis removes head pose on these,
+    # which fixes what would otherwise be ambiguous (a shape that moves a pose landmark looks like a head turn).
+    peak = np.max([np.linalg.norm(d, axis=1) for d in exp.values()], axis=0)
+    R["rigid"] = np.nonzero(peak < 1e-4)[0]
     return FaceModel(
         mean=mesh.vertices,
         id_basis=np.stack([ident[n].reshape(-1) for n in ID_NAMES], 1),
@@ -331,34 +334,120 @@ def build(mesh) -> FaceModel:
     )
 
 
+def _beta(model: FaceModel, spec: str) -> np.ndarray:
+    """'jawOpen+mouthClose' -> coefficient vector."""
+    beta = np.zeros(model.n_exp, np.float32)
+    for nm in spec.split("+"):
+        if nm != "neutral":
+            beta[model.exp_index(nm)] = 1.0
+    return beta
+
+
 def plot_basis(model: FaceModel, path: str | Path, names=None) -> Path:
+    """Front views coloured by displacement, and the lip rings of each shape over the neutral ones."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.tri import Triangulation
 
-    names = names or ["neutral", "jawOpen", "mouthSmileLeft", "mouthPucker", "mouthFunnel",
-                      "eyeBlinkLeft", "browInnerUp", "cheekPuff", "mouthRollLower", "mouthStretchRight"]
-    fig, axes = plt.subplots(2, len(names), figsize=(2.1 * len(names), 5.0))
-    for j, nm in enumerate(names):
-        beta = np.zeros(model.n_exp, np.float32)
-        if nm != "neutral":
-            beta[model.exp_index(nm)] = 1.0
-        v = model.vertices(beta=beta)
+    names = names or ["jawOpen", "jawOpen+mouthClose", "mouthSmileLeft", "mouthFrownLeft", "mouthPucker",
+                      "mouthFunnel", "mouthStretchLeft", "mouthRollLower", "mouthLowerDownLeft", "mouthUpperUpLeft",
+                      "mouthLeft", "mouthShrugLower", "eyeBlinkLeft", "browInnerUp", "cheekPuff", "noseSneerLeft"]
+    cols = 8
+    rows = 2 * ((len(names) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows))
+    outer, inner = model.region("outer_lip"), model.region("inner_lip")
+    for k, nm in enumerate(names):
+        r, c = 2 * (k // cols), k % cols
+        v = model.vertices(beta=_beta(model, nm))
         mag = np.linalg.norm(v - model.mean, axis=1)
-        for i, (a, b) in enumerate(((0, 1), (2, 1))):
-            ax = axes[i, j]
-            tri = Triangulation(v[:, a], v[:, b], model.triangles)
-            ax.tripcolor(tri, mag, shading="gouraud", cmap="magma", vmin=0, vmax=2.0)
-            ax.triplot(tri, lw=0.1, color="w", alpha=0.4)
-            ax.set_aspect("equal")
-            ax.axis("off")
-        axes[0, j].set_title(nm, fontsize=8)
-    fig.suptitle("arkit_mediapipe face model: front and side views, colour = displacement (0-2 cm)", fontsize=9)
+        ax = axes[r, c]
+        tri = Triangulation(v[:, 0], v[:, 1], model.triangles)
+        ax.tripcolor(tri, mag, shading="gouraud", cmap="magma", vmin=0, vmax=1.5)
+        ax.triplot(tri, lw=0.1, color="w", alpha=0.4)
+        ax.set_title(nm, fontsize=8)
+        ax = axes[r + 1, c]
+        for ring, ls in ((outer, "-"), (inner, "--")):
+            loop = np.r_[ring, ring[:1]]
+            ax.plot(model.mean[loop, 0], model.mean[loop, 1], ls, c="0.6", lw=1)
+            ax.plot(v[loop, 0], v[loop, 1], ls, c="tab:red", lw=1.3)
+        ax.set_xlim(-4, 4)
+        ax.set_ylim(-8, -1)
+        for a in (axes[r, c], ax):
+            a.set_aspect("equal")
+            a.axis("off")
+    fig.suptitle("arkit_mediapipe expression basis at weight 1: front view coloured by displacement (0-1.5 cm); "
+                 "below, lip rings (red) over neutral (grey), subject's left is on the right", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_regions(model: FaceModel, path: str | Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.tri import Triangulation
+
+    v = model.mean
+    fig, ax = plt.subplots(figsize=(6, 6.5))
+    ax.triplot(Triangulation(v[:, 0], v[:, 1], model.triangles), lw=0.2, color="0.75")
+    m = model.region("mouth")
+    ax.scatter(v[m, 0], v[m, 1], s=9, c="tab:orange", label="mouth (A2E vertex loss)", zorder=3)
+    r = model.region("rigid")
+    ax.scatter(v[r, 0], v[r, 1], s=6, c="tab:green", label="rigid (fit-basis pose)", zorder=3)
+    for name, colour in (("lower_face_contour", "tab:blue"), ("outer_lip", "tab:red"), ("inner_lip", "tab:purple")):
+        ring = np.r_[model.region(name), model.region(name)[:1]]
+        ax.plot(v[ring, 0], v[ring, 1], "-o", ms=2.5, lw=1.4, c=colour, label=name, zorder=4)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (cm, subject's left)")
+    ax.set_ylabel("y (cm, up)")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("arkit_mediapipe regions (front view)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_identity(model: FaceModel, path: str | Path, sigma: float = 2.0) -> Path:
+    """Each identity direction at -sigma (blue) and +sigma (red) over the mean (grey): contours and profile."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rings = [model.region(n) for n in ("face_oval", "outer_lip", "inner_lip", "left_eye", "right_eye")]
+    brows = [model.region(n) for n in ("left_brow", "right_brow")]
+    mid = np.nonzero(np.abs(model.mean[:, 0]) < 1e-4)[0]
+    mid = mid[np.argsort(model.mean[mid, 1])]
+    cols = model.n_id
+    fig, axes = plt.subplots(2, cols, figsize=(1.6 * cols, 4.2), gridspec_kw={"height_ratios": [3, 2]})
+    for k, name in enumerate(model.id_names):
+        for a, colour in ((0.0, "0.6"), (-sigma, "tab:blue"), (sigma, "tab:red")):
+            alpha = np.zeros(model.n_id, np.float32)
+            alpha[k] = a
+            v = model.vertices(alpha=alpha)
+            for ring in rings:
+                loop = np.r_[ring, ring[:1]]
+                axes[0, k].plot(v[loop, 0], v[loop, 1], c=colour, lw=0.8)
+            for b in brows:
+                axes[0, k].plot(v[b[:5], 0], v[b[:5], 1], c=colour, lw=0.8)
+            axes[1, k].plot(v[mid, 2], v[mid, 1], c=colour, lw=0.8)
+        axes[0, k].set_title(name, fontsize=7)
+        for ax in axes[:, k]:
+            ax.set_aspect("equal")
+            ax.axis("off")
+    fig.suptitle(f"identity basis: mean (grey), -{sigma:g} (blue) and +{sigma:g} (red) units; "
+                 "front contours and midline profile (nose to the right)", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
@@ -377,6 +466,8 @@ def main(argv=None) -> int:
           f"K_id={model.n_id} K_exp={model.n_exp}")
     if args.figure:
         print("wrote", plot_basis(model, args.figure))
+        print("wrote", plot_regions(model, Path(args.figure).with_name("face_regions.png")))
+        print("wrote", plot_identity(model, Path(args.figure).with_name("face_identity.png")))
     return 0
 
 

@@ -104,6 +104,11 @@ class FaceModel:
             raise KeyError(f"{self.name or 'face model'} has no region {name!r}; it has {sorted(self.regions)}")
         return self.regions[name]
 
+    def region_rows(self, name: str) -> np.ndarray:
+        """Rows of id_basis / exp_basis (and of a flattened (V*3,) shape) for the vertices of a region."""
+        idx = self.region(name).astype(np.int64)
+        return (idx[:, None] * 3 + np.arange(3)).reshape(-1)
+
     def vertices(self, alpha=None, beta=None, pose=None) -> np.ndarray:
         """(..., V, 3) vertices for identity alpha (..., K_id), expression beta (..., K_exp), pose (..., 6).
 
@@ -187,7 +192,8 @@ def apply_pose(verts, pose) -> np.ndarray:
 def project(verts, focal, center) -> np.ndarray:
     """Pinhole projection (see module docstring) of (..., V, 3) to (..., V, 2) pixels.
 
-    focal: pixels, a scalar or (fx, fy); center: (cx, cy). Raises if a vertex is not in front of the camera.
+    focal: pixels, a scalar, (fx, fy) or (..., 2); center: (cx, cy) or (..., 2).
+    Raises if a vertex is not in front of the camera.
     """
     verts = np.asarray(verts, np.float32)
     f = np.broadcast_to(np.asarray(focal, np.float32), (2,)) if np.ndim(focal) <= 1 else np.asarray(focal)

@@ -75,16 +75,20 @@ def _fields(buf: bytes):
         field, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
+            yield field, wire, value
+            continue
+        if wire == 1:
+            n = 8
         elif wire == 2:
             n, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + n], pos + n
         elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
+            n = 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield field, wire, value
+        if pos + n > len(buf):
+            raise ValueError("truncated field in protobuf")
+        yield field, wire, buf[pos:pos + n]
+        pos += n
 
 
 def _packed_varints(buf: bytes) -> list[int]:
@@ -103,16 +107,18 @@ def parse_geometry_metadata(data: bytes) -> CanonicalMesh:
     for field, wire, value in _fields(data):
         if field == 1 and wire == 2:  # canonical_mesh
             for f, w, v in _fields(value):
-                if f == 3:
-                    floats.extend(np.frombuffer(v, "<f4").tolist() if w == 2 else struct.unpack("<f", v))
-                elif f == 4:
+                if f == 3 and w in (2, 5):
+                    if len(v) % 4:
+                        raise ValueError("vertex_buffer length is not a multiple of 4 bytes")
+                    floats.extend(np.frombuffer(v, "<f4").tolist())
+                elif f == 4 and w in (0, 2):
                     indices.extend(_packed_varints(v) if w == 2 else [v])
         elif field == 2 and wire == 2:  # procrustes_landmark_basis
             lid, wt = 0, 0.0
             for f, w, v in _fields(value):
-                if f == 1:
+                if f == 1 and w == 0:
                     lid = v
-                elif f == 2:
+                elif f == 2 and w == 5:
                     wt = struct.unpack("<f", v)[0]
             ids.append(lid)
             weights.append(wt)
