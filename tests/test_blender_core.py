@@ -396,3 +396,54 @@ def test_spec_peer_bake_counts_frames(tmp_path):
         c.close()
         proc.terminate()
         proc.wait(5)
+
+
+def test_file_pusher_real_time_and_errors(tmp_path):
+    """FilePusher against the spec peer process: frames for the whole file at real-time pace, stereo WAV
+    downmixed, and a push to a stream the sidecar no longer has becomes a readable error."""
+    import numpy as np
+    import soundfile as sf
+    from realtalk_blender.core.client import FilePusher, read_wav_s16
+    sr = 22050
+    t = np.arange(int(1.2 * sr)) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 200 * t) * (t > 0.6)
+    wav = tmp_path / "st.wav"
+    sf.write(wav, np.stack([tone, tone], axis=1), sr, subtype="PCM_16")
+    pcm, rate, dur = read_wav_s16(str(wav))
+    assert rate == sr and len(pcm) == 2 * len(t) and dur == pytest.approx(1.2, abs=1e-3)
+    with pytest.raises(ValueError, match="not a PCM WAV"):
+        read_wav_s16(str(PLUGIN / "README.md"))
+
+    pp, cp = _free_ports()
+    proc = subprocess.Popen([sys.executable, str(PLUGIN / "tests" / "spec_peer.py"), "--pub", f"tcp://127.0.0.1:{pp}",
+                             "--control", f"tcp://127.0.0.1:{cp}", "--duration", "30"], stdout=subprocess.PIPE, text=True)
+    c = Client(f"tcp://127.0.0.1:{pp}", f"tcp://127.0.0.1:{cp}")
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        c.open()
+        _poll_until(c, lambda f: c.sub_joined, timeout=5)
+        p = FilePusher(c, str(wav), stream="take1", fps=30)
+        frames = []
+        t0 = time.monotonic()
+        while not (p.done and frames and frames[-1].t >= 1.1) and time.monotonic() - t0 < 10:
+            p.pump()
+            frames += c.poll()
+            time.sleep(0.005)
+        elapsed = time.monotonic() - t0
+        assert 1.0 < elapsed < 5.0  # paced like speech, not dumped at once
+        assert [f.seq for f in frames] == list(range(len(frames))) and frames[0].t == 0.0
+        jaw = np.array([f.as_dict()["jawOpen"] for f in frames])
+        assert jaw[:15].max() < 0.05 and jaw[21:33].min() > 0.5  # the tone starts at 0.6 s
+        assert p.errors == []
+        c.request("stream_close", stream="take1")
+        p.sent, p.t_start = 0, None
+        deadline = time.monotonic() + 3
+        while not p.errors and time.monotonic() < deadline:
+            p.pump()
+            c.poll()
+            time.sleep(0.01)
+        assert p.errors and "unknown_stream" in p.errors[0]
+    finally:
+        c.close()
+        proc.terminate()
+        proc.wait(5)

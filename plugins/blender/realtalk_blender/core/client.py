@@ -78,7 +78,8 @@ class Stats:
     def lines(self) -> list[str]:
         """The status for a narrow panel: state, rate, latency and loss on separate lines."""
         if self.state != "connected":
-            return [self.state + (f" ({self.last_error})" if self.last_error else "")]
+            text = {"lost": "sidecar lost: reconnecting", "connecting": "waiting for the sidecar"}.get(self.state, self.state)
+            return [text] + ([self.last_error] if self.last_error else [])
         return [f"connected: {self.stream or 'waiting for frames'}",
                 f"{self.fps:.1f} fps, latency {self.latency_ms:.0f} ms",
                 f"dropped {self.dropped}" + (f", restarts {self.restarts}" if self.restarts else "")]
@@ -324,6 +325,7 @@ class FilePusher:
         self.sent = 0  # samples
         self.t_start = None
         self.errors: list[str] = []
+        self.pending: list[int] = []
 
     @property
     def done(self) -> bool:
@@ -338,10 +340,26 @@ class FilePusher:
         due = min(len(self.pcm) // 2, int((now - self.t_start + self.lead) * self.sample_rate))
         if due > self.sent:
             chunk = self.pcm[2 * self.sent: 2 * due]
-            if self.client.send("push_audio", stream=self.stream, pcm=chunk, format="s16") is None:
+            rid = self.client.send("push_audio", stream=self.stream, pcm=chunk, format="s16")
+            if rid is None:
                 self.errors.append("sidecar unreachable")
                 return
+            self.pending.append(rid)
             self.sent = due
+        self._check_replies()
+
+    def _check_replies(self) -> None:
+        """Errors of earlier pushes (e.g. `unknown_stream` after a sidecar restart) become readable messages."""
+        keep = []
+        for rid in self.pending:
+            reply = self.client.replies.pop(rid, None)
+            if reply is None:
+                keep.append(rid)
+                continue
+            err = protocol.reply_error(reply)
+            if err:
+                self.errors.append(f"push_audio: {err[0]}: {err[1]}")
+        self.pending = keep[-64:]
 
     def close(self) -> None:
         try:
