@@ -199,6 +199,9 @@ def test_bpy_50_extension(zips, speech, sidecar, tmp_path):
     res = run_blender([str(BPY_PYTHON)], zips[0], "extension", speech, tmp_path, env, sidecar)
     assert res["blender"].startswith("5.")
     assert str(tmp_path / "resources") in res["addon_file"]
+    import zipfile
+    if any("/wheels/pyzmq" in "/" + n for n in zipfile.ZipFile(zips[0]).namelist()):
+        assert {"zmq", "msgpack"} <= set(res["ext_site_packages"]), res["ext_site_packages"]  # wheels installed
     check_result(res, speech, sidecar[0])
 
 

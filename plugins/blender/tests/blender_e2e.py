@@ -76,6 +76,10 @@ try:
     else:
         bpy.ops.extensions.package_install_files(filepath=args.zip, repo="user_default", enable_on_install=True)
         pkg = "bl_ext.user_default.realtalk_blender"
+        # Blender installs the zip's wheels here (and removes them again when the extension is disabled)
+        site = os.path.join(bpy.utils.user_resource("EXTENSIONS"), ".local", "lib",
+                            "python{}.{}".format(*sys.version_info[:2]), "site-packages")
+        out["ext_site_packages"] = sorted(os.listdir(site)) if os.path.isdir(site) else []
     check(pkg in bpy.context.preferences.addons, f"{pkg} not enabled")
     mod_session = sys.modules[pkg + ".session"]
     S = mod_session.SESSION
