@@ -84,8 +84,7 @@ class REALTALK_OT_disconnect(bpy.types.Operator):
     bl_label = "Disconnect"
 
     def execute(self, context):
-        S.recorder = None
-        S.disconnect()
+        S.disconnect()  # a take in progress stays: Stop + Bake still writes it
         if bpy.app.timers.is_registered(_session.timer):
             bpy.app.timers.unregister(_session.timer)
         return {"FINISHED"}

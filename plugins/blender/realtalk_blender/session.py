@@ -242,9 +242,9 @@ class Session:
         scene = context.scene
         fps = scene_fps(scene)
         from .core.protocol import parse_bake
-        want = fps if float(fps).is_integer() else 30
+        want = int(fps) if float(fps).is_integer() else round(fps, 3)  # SPEC: any fps 1..120
         try:
-            reply = self.client.request("bake", timeout=timeout, audio=data, format="file", fps=int(want))
+            reply = self.client.request("bake", timeout=timeout, audio=data, format="file", fps=want)
         except RequestError as e:
             if e.code != "bad_request":
                 raise

@@ -54,10 +54,15 @@ def stop(p):
         p.wait(5)
 
 
+TICK_MS = []
+
+
 def tick_until(S, cond, timeout, what, sample=None):
     deadline = time.monotonic() + timeout
     while True:
+        t = time.perf_counter()
         S.tick()
+        TICK_MS.append(1000 * (time.perf_counter() - t))
         if sample:
             sample()
         if cond():
@@ -133,6 +138,8 @@ try:
     tick_until(S, lambda: pusher.done and S.last is not None and
                S.last.t >= pusher.duration - 0.3, pusher.duration + 20, "frames for the whole file", sample)
     out["live"] = live
+    ticks = sorted(TICK_MS)
+    out["tick_ms"] = {"p50": ticks[len(ticks) // 2], "p99": ticks[int(len(ticks) * 0.99)], "n": len(ticks)}
     out["status_line"] = S.status_line()
     out["unmatched_live"] = list(S.unmatched)
     check(S.unmatched == ["Prop"], f"mesh without keys not reported: {S.unmatched}")
