@@ -191,12 +191,15 @@ class Session:
         max_frames = max(1, int(settings.max_take_seconds * fps))
         actions = []
         t_first = rec.times[0]
+        offset = 0.0  # audio time -> take time; grows when `t` restarts (the sidecar was restarted mid-take)
         for i0, i1 in resample.split_takes(rec.times, max_frames, fps):
             times, rows = rec.times[i0:i1], rec.rows[i0:i1]
+            if i0 and rec.times[i0] <= rec.times[i0 - 1]:
+                offset += rec.times[i0 - 1] - rec.times[i0] + 1.0 / fps  # continue right after the previous part
             if len(times) < 2:
                 continue
             # keys sit on the scene's frame grid, aligned by audio time to the take's first frame
-            frame0 = rec.start_frame + (times[0] - t_first) * fps
+            frame0 = rec.start_frame + (times[0] + offset - t_first) * fps
             grid = resample.resample(times, rows, fps)
             if len(grid) < 2 and actions:
                 continue  # a tail shorter than one frame

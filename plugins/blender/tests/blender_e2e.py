@@ -217,6 +217,19 @@ try:
     want = math.floor(rec.times[-1] * args.fps + 1e-6) + 1
     check(out["long_take"]["keys"] == want and len(long_actions) == 1, f"long take {out['long_take']}, want {want}")
 
+    # -- a take across a sidecar restart (audio time starts again at 0): two Actions, back to back -------
+    rec = mod_session.Recorder("restart", 500)
+    for k in list(range(31)) + list(range(16)):
+        rec.times.append(k / 30)
+        rec.rows.append(array("f", [0.5] * len(names)))
+    rec.names = names
+    S.recorder = rec
+    parts = S.record_stop(bpy.context, add_sound=False)
+    spans = [[tuple(k.co)[0] for k in mod_anim.fcurves(a, face.data.shape_keys)[0].keyframe_points] for a in parts]
+    out["restart_take"] = [(s[0], s[-1]) for s in spans]
+    check(len(parts) == 2 and spans[0][0] == 500 and spans[1][0] == spans[0][-1] + 1,
+          f"restart take not back to back: {out['restart_take']}")
+
     # -- presets: save the table, clear it, load it back ------------------------------------------------
     st.preset_name = "test_rig"
     check(bpy.ops.realtalk.preset_save() == {"FINISHED"}, "preset save failed")
