@@ -447,3 +447,32 @@ def test_file_pusher_real_time_and_errors(tmp_path):
         c.close()
         proc.terminate()
         proc.wait(5)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=64),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_bytes_never_crash(data):
+    try:
+        protocol.parse_coeffs(protocol.decode(data), {"arkit52": tuple(ARKIT_NAMES)})
+    except protocol.ProtocolError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "type", "stream", "seq", "t", "wall", "fps", "layout", "names", "w",
+                                        "pose", "speech", "n_frames", "t0", "layouts"]), _values, max_size=12))
+def test_fuzz_maps_never_crash(fields):
+    msg = {"v": 1, "type": "coeffs", **fields}
+    for parse in (lambda m: protocol.parse_coeffs(m, {}), protocol.parse_bake, protocol.parse_layouts):
+        try:
+            parse(protocol.decode(protocol.encode(msg)))
+        except protocol.ProtocolError:
+            pass
