@@ -16,7 +16,7 @@ def test_bench_random_init_writes_json_and_png(tmp_path):
     for k in ("step_ms_median", "step_ms_p95", "rtf", "params", "provider"):
         assert k in r
     assert r["provider"] == "CPUExecutionProvider" and r["params"] > 1000
-    assert 0 < r["step_ms_median"] <= r["step_ms_p95"] and 0 < r["rtf"]
+    assert 0 < r["step_ms_median"] <= r["step_ms_p95"] and 0 < r["rtf"] and 0 < r["offline_rtf"]
     assert r["rtf_frames"] == 30  # 1 s of audio at 30 fps through A2EStream
     png = out.with_suffix(".png")
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

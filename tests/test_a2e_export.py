@@ -18,7 +18,7 @@ def test_export_parity_with_pytorch(tmp_path, config):
     torch.manual_seed(0)
     if config == "hubert-small":
         pytest.importorskip("transformers")
-        dims = dims_for("tiny", frontend="hubert")
+        dims = dims_for("hubert", d_model=32, n_head=2, n_enc=1, n_dec=1, d_ff=64, n_hist=4, n_id=8)
     else:
         dims = dims_for(config)
     m = A2E(dims).eval()

@@ -45,6 +45,15 @@ def test_every_input_matters():
         assert (m(a, i, h * 0) - y).abs().max() > 1e-4
 
 
+def test_dims_overrides_are_typed_and_checked():
+    from realtalk_bridge.nets.a2e import parse_overrides
+
+    assert parse_overrides(["d_model=96", "frontend=hubert", "dropout=0.2"]) == {"d_model": 96, "frontend": "hubert", "dropout": 0.2}
+    for bad in (["nope=1"], ["d_model"], ["d_model=abc"], ["hubert_config=1"]):
+        with pytest.raises(ValueError):
+            parse_overrides(bad)
+
+
 def test_dims_validation_and_configs():
     with pytest.raises(ValueError, match="2 \\* n_frames"):
         A2EDims(n_audio=30)
@@ -120,13 +129,21 @@ def test_tiny_model_overfits_a_small_batch():
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
 
 
-def test_checkpoint_roundtrip(tmp_path):
-    dims = dims_for("tiny")
+@pytest.mark.parametrize("config", ["tiny", "hubert"])
+def test_checkpoint_roundtrip(tmp_path, config):
+    if config == "hubert":
+        pytest.importorskip("transformers")
+        # the HuBERT config travels inside the checkpoint: the model is rebuilt from it alone
+        dims = dims_for("hubert", d_model=32, n_head=2, n_enc=1, n_dec=1, d_ff=64, n_hist=4, n_id=8)
+    else:
+        dims = dims_for("tiny")
     m = A2E(dims).eval()
     p = tmp_path / "a.safetensors"
     save_checkpoint(p, m, [f"n{i}" for i in range(52)], "arkit52", extra={"step": 7})
     meta = read_checkpoint_meta(p)
     assert meta["dims"]["d_model"] == dims.d_model and meta["step"] == 7 and meta["layout"] == "arkit52"
+    if config == "hubert":
+        assert meta["dims"]["hubert_config"]["hidden_size"] == 64
     m2, meta2 = load_checkpoint(p)
     x = (torch.randn(1, dims.window_samples), torch.randn(1, dims.n_id), torch.randn(1, dims.n_hist, 52))
     with torch.no_grad():
@@ -136,3 +153,30 @@ def test_checkpoint_roundtrip(tmp_path):
     bad.write_bytes(b"\x00" * 16)
     with pytest.raises(ValueError):
         load_checkpoint(bad)
+
+
+def test_vertex_loss_with_the_shipped_face_model():
+    # the real ARKit face model (face branch): eq. 4 through FaceModel.vertices with identity and pose
+    fm_mod = pytest.importorskip("realtalk_bridge.face.face_model")
+    try:
+        fm = fm_mod.load_face_model("arkit")
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"shipped face model not available: {exc}")
+    from realtalk_bridge.face.arkit import ARKIT_NAMES
+    from realtalk_bridge.train.a2e import mouth_basis_for
+
+    mb = mouth_basis_for("arkit", list(ARKIT_NAMES))
+    mouth = fm.regions["mouth"]
+    assert mb.shape == (3 * len(mouth), 52)
+    rng = np.random.default_rng(3)
+    alpha = rng.normal(size=fm.id_basis.shape[1])
+    pose = np.array([0.1, -0.2, 0.05, 1.0, 2.0, -30.0])
+    beta, beta_hat = rng.uniform(0, 1, size=(2, 3, 52))
+    explicit = np.mean([np.sum((fm.vertices(alpha, beta[t], pose)[mouth] - fm.vertices(alpha, beta_hat[t], pose)[mouth]) ** 2)
+                        for t in range(3)])
+    _, parts = a2e_loss(torch.tensor(beta_hat[None], dtype=torch.float32), torch.tensor(beta[None], dtype=torch.float32),
+                        torch.tensor(mb))
+    assert parts["vertex"] == pytest.approx(explicit, rel=1e-3)
+    # jawOpen moves the mouth, eyeBlinkLeft does not
+    assert np.abs(mb[:, ARKIT_NAMES.index("jawOpen")]).max() > 0.1
+    assert np.abs(mb[:, ARKIT_NAMES.index("eyeBlinkLeft")]).max() < 1e-6

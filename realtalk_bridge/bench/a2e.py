@@ -3,11 +3,12 @@
 One "step" is one model call on one window (batch 1), which the stream makes once per 25 fps model
 frame (every 40 ms of audio). The real-time factor streams synthetic speech-like audio through
 `A2EStream` in 20 ms chunks and divides the compute time by the audio duration. Writes the JSON
-(`step_ms_median`, `step_ms_p95`, `rtf`, `params`, `provider`, ...) and a histogram PNG beside it.
+(`step_ms_median`, `step_ms_p95`, `rtf`, `params`, `provider`, `offline_rtf` for bake, ...) and a histogram PNG beside it.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -24,6 +25,7 @@ def add_arguments(parser) -> None:
     src.add_argument("--random-init", action="store_true",
                      help="time an untrained model built with torch from --config (no shipped model needed)")
     parser.add_argument("--config", default="default", help="named dims for --random-init (tiny, default, paper)")
+    parser.add_argument("--dims", nargs="*", metavar="KEY=VALUE", help="override dims for --random-init, e.g. d_model=96")
     parser.add_argument("--steps", type=int, default=500, help="timed model steps")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio streamed for the real-time factor")
@@ -32,7 +34,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--providers", default=None, help="comma-separated onnxruntime providers (default: CPU)")
 
 
-def _random_init_model(config: str, folder: Path) -> Path:
+def _random_init_model(config: str, folder: Path, overrides: dict | None = None) -> Path:
     import torch
 
     from realtalk_bridge.face.arkit import ARKIT_LAYOUT, ARKIT_NAMES
@@ -40,7 +42,7 @@ def _random_init_model(config: str, folder: Path) -> Path:
     from realtalk_bridge.runtime.export import export_onnx
 
     torch.manual_seed(0)
-    model = A2E(dims_for(config)).eval()
+    model = A2E(dims_for(config, **(overrides or {}))).eval()
     path = folder / f"random-{config}.onnx"
     export_onnx(model, list(ARKIT_NAMES), ARKIT_LAYOUT, path)
     return path
@@ -48,7 +50,7 @@ def _random_init_model(config: str, folder: Path) -> Path:
 
 def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0, threads: int = 1, fps: int = 30,
           providers: list[str] | None = None) -> tuple[dict, np.ndarray]:
-    from realtalk_bridge.runtime.a2e import A2ERuntime, A2EStream
+    from realtalk_bridge.runtime.a2e import A2ERuntime, A2EStream, infer_offline
     from realtalk_bridge.train.a2e import synth_clip
 
     rt = A2ERuntime(model, providers=providers or ["CPUExecutionProvider"], threads=threads)
@@ -81,6 +83,10 @@ def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0
     n_frames += len(stream.flush())
     elapsed = time.perf_counter() - t0
     audio_s = len(clip.audio) / rt.sample_rate
+    # offline (bake): the same windows, batched
+    t0 = time.perf_counter()
+    infer_offline(rt, clip.audio, fps=fps)
+    offline = time.perf_counter() - t0
 
     result = {
         "model": str(model),
@@ -97,9 +103,11 @@ def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0
         "rtf_audio_s": audio_s,
         "rtf_frames": n_frames,
         "rtf_fps": fps,
+        "offline_rtf": offline / audio_s,
         "steps_per_audio_s": rt.fps,
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor()},
+        # the load average tells whether other jobs shared the cores during the run
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor(), "load_avg_1m": os.getloadavg()[0]},
     }
     return result, ms
 
@@ -130,7 +138,9 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if args.random_init:
-                model = _random_init_model(args.config, Path(tmp))
+                from realtalk_bridge.nets.a2e import parse_overrides
+
+                model = _random_init_model(args.config, Path(tmp), parse_overrides(args.dims))
             else:
                 from realtalk_bridge.runtime.a2e import DEFAULT_MODEL
 
@@ -143,7 +153,7 @@ def run(args) -> int:
             print(f"bench a2e: {exc}", file=sys.stderr)
             return 1
         if args.random_init:
-            result["model"] = f"random-init:{args.config}"
+            result["model"] = f"random-init:{args.config}" + ("".join(f" {d}" for d in args.dims) if args.dims else "")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -72,7 +72,30 @@ CONFIGS: dict[str, dict] = {
     "tiny": dict(d_model=32, n_head=2, n_enc=1, n_dec=1, d_ff=64, n_mels=24, n_hist=4, n_id=8, dropout=0.0),
     "default": dict(),  # 0.94 M params, ~1.0 ms per step on one core of the 2-core dev machine
     "paper": dict(frontend="hubert", d_model=256, n_head=4, n_enc=3, n_dec=3, d_ff=1024),
+    # the default transformer on a tiny HuBERT trained from scratch: the "learned front-end" choice
+    "hubert": dict(frontend="hubert", hubert_config=dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, do_stable_layer_norm=True,
+        feat_extract_norm="layer", mask_time_prob=0.0)),
 }
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """["d_model=96", "frontend=hubert"] -> {"d_model": 96, "frontend": "hubert"} (typed by A2EDims' fields)."""
+    out: dict = {}
+    fields = A2EDims.__dataclass_fields__
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields or key == "hubert_config":
+            raise ValueError(f"bad dims override {item!r}; use KEY=VALUE with KEY one of "
+                             f"{', '.join(k for k in fields if k != 'hubert_config')}")
+        default = getattr(A2EDims(), key)
+        try:
+            out[key] = type(default)(val)
+        except ValueError as exc:
+            raise ValueError(f"dims override {item!r}: {exc}") from exc
+    return out
 
 
 def dims_for(config: str, **overrides) -> A2EDims:
@@ -141,7 +164,8 @@ class A2E(nn.Module):
         d = dims.d_model
         self.frontend = make_frontend(dims.frontend, d, n_mels=dims.n_mels, n_fft=dims.n_fft,
                                       hubert_path=hubert_path, hubert_config=dims.hubert_config)
-        if dims.frontend == "hubert" and dims.hubert_config is None:
+        if dims.frontend == "hubert":
+            # the full config goes into checkpoints so the model can be rebuilt without the source
             dims.hubert_config = self.frontend.hubert.config.to_dict()
         # the paper's fully connected embeddings, one per modality
         self.audio_fc = nn.Linear(d, d)

@@ -1,13 +1,14 @@
 """A2E inference with onnxruntime + numpy only (no torch): offline and streaming, same frames.
 
-Time grid. The model runs on a 25 fps grid: model frame k is the face at time k / 25 s. It is read
-from the window of W = l * 320 samples that ends `lookahead` after it, i.e. audio samples
-[k*640 + la - W, k*640 + la); within that window the frame sits at position T - la / 640 (linear
-interpolation between the two nearest predicted frames when la is not a multiple of 40 ms;
-look-aheads under 40 ms use the window's last frame). Audio before 0 and, at the end of a stream,
-after the last sample is silence (zeros). Output frame i is at time i / fps and is the linear blend
-of model frames floor(i*25/fps) and the next one, with exact integer weights, so 25 and 50 fps
-need no extra look-ahead on the grid points.
+Time grid. The model runs once per 25 fps model frame k (time k / 25 s) on the window of
+W = l * 320 samples that ends `lookahead` (la) after it: audio samples [k*640 + la - W, k*640 + la).
+Within that window's T predicted frames, time k/25 sits at position T - la/640. Output frame i
+(time i / fps) is read from the latest window whose model frame is not after it, k = floor(i*25/fps),
+at position T - la/640 + (i*25 mod fps)/fps, linearly interpolated between the two nearest predicted
+frames (positions past the window's last frame use its last frame). So a frame is ready as soon as
+the audio has run `lookahead` past the model frame before it: the added latency never exceeds the
+look-ahead, at any output rate, and there is one model call per 40 ms of audio. Audio before 0 and,
+at the end of a stream, after the last sample is silence (zeros).
 
 `infer_offline` and `A2EStream` compute the same windows with the same arithmetic, so they agree.
 """
@@ -126,30 +127,28 @@ def lookahead_samples(lookahead_ms: float, sample_rate: int) -> int:
     return int(round(float(lookahead_ms) * sample_rate / 1000.0))
 
 
-def _pick(rt: A2ERuntime, la: int) -> tuple[int, float]:
-    """Where in a window's T predicted frames the model frame for the window's time sits."""
-    pos = rt.n_frames - la / rt.frame_samples
+def _needed(i: int, fps: int, model_fps: int) -> tuple[int, int]:
+    """Output frame i -> (k, rem): its time is model frame k plus rem / fps of a model frame."""
+    return (i * model_fps) // fps, (i * model_fps) % fps
+
+
+def _position(rt: A2ERuntime, la: int, rem: int, fps: int) -> tuple[int, float]:
+    """Where in window k's T predicted frames the time k/25 + rem/(fps) lies -> (j0, fraction).
+
+    Window k ends `la` samples after model frame k, so that frame sits at T - la/640; later times
+    inside the same window (rem > 0) sit further right. Past the window's last frame: its last frame.
+    """
+    pos = rt.n_frames - la / rt.frame_samples + rem / fps
     j0 = min(int(math.floor(pos)), rt.n_frames - 1)
     return j0, (pos - j0 if j0 < rt.n_frames - 1 else 0.0)
 
 
-def _select(y: np.ndarray, j0: int, fr: float) -> np.ndarray:
-    """y (B, T, E) -> (B, E): the model frame at fractional position j0 + fr."""
+def _read(y: np.ndarray, j0: int, fr: float) -> np.ndarray:
+    """y (T, E) -> (E,) float32 at fractional frame position j0 + fr (linear)."""
     if fr == 0.0:
-        return y[:, j0]
-    return ((1.0 - fr) * y[:, j0] + fr * y[:, j0 + 1]).astype(np.float32)
-
-
-def _needed(i: int, fps: int, model_fps: int) -> tuple[int, int]:
-    """Output frame i -> (k0, rem): blend model frames k0 and k0+1 with weight rem / fps."""
-    return (i * model_fps) // fps, (i * model_fps) % fps
-
-
-def _blend(m0: np.ndarray, m1: np.ndarray | None, rem: int, fps: int) -> np.ndarray:
-    if rem == 0:
-        return m0.astype(np.float32, copy=True)
-    w = np.float32(rem / fps)
-    return ((np.float32(1.0) - w) * m0 + w * m1).astype(np.float32)
+        return y[j0].astype(np.float32, copy=True)
+    w = np.float32(fr)
+    return ((np.float32(1.0) - w) * y[j0] + w * y[j0 + 1]).astype(np.float32)
 
 
 def _n_out(n_samples: int, fps: int, sample_rate: int) -> int:
@@ -179,25 +178,25 @@ def infer_offline(rt: A2ERuntime, audio, fps: int = 30, lookahead_ms: float = 80
     n_out = _n_out(len(x), fps, rt.sample_rate)
     if n_out == 0:
         return np.zeros((0, rt.n_expr), np.float32)
-    k_last, rem_last = _needed(n_out - 1, fps, rt.fps)
-    n_model = k_last + 1 + (1 if rem_last else 0)
+    n_model = _needed(n_out - 1, fps, rt.fps)[0] + 1
     # zeros before the start and after the end, as the stream sees them
     W, fs = rt.window_samples, rt.frame_samples
     pad_right = max(0, (n_model - 1) * fs + la - len(x))
     buf = np.concatenate([np.zeros(W, np.float32), x, np.zeros(pad_right, np.float32)])
-    j0, fr = _pick(rt, la)
-    model_frames = np.empty((n_model, rt.n_expr), np.float32)
-    for s in range(0, n_model, batch):
+    out = np.empty((n_out, rt.n_expr), np.float32)
+    i = 0
+    for s in range(0, n_model, batch):  # batches of windows; memory stays flat for hour-long files
         ks = np.arange(s, min(s + batch, n_model))
         starts = ks * fs + la  # window start in buf coordinates (buf index = sample index + W)
         wins = np.stack([buf[a:a + W] for a in starts])
         b = len(ks)
         y = rt.run(wins, np.broadcast_to(alpha, (b, rt.n_id)).copy(), np.broadcast_to(hist, (b,) + hist.shape).copy())
-        model_frames[s:s + b] = _select(y, j0, fr)
-    out = np.empty((n_out, rt.n_expr), np.float32)
-    for i in range(n_out):
-        k0, rem = _needed(i, fps, rt.fps)
-        out[i] = _blend(model_frames[k0], model_frames[k0 + 1] if rem else None, rem, fps)
+        while i < n_out:
+            k, rem = _needed(i, fps, rt.fps)
+            if k >= s + b:
+                break
+            out[i] = _read(y[k - s], *_position(rt, la, rem, fps))
+            i += 1
     return out
 
 
@@ -212,7 +211,6 @@ class A2EStream:
         self.fps = _check_fps(fps)
         self.lookahead_ms = float(lookahead_ms)
         self.la = lookahead_samples(lookahead_ms, rt.sample_rate)
-        self._pick = _pick(rt, self.la)
         self.set_identity(identity, history)
         self.reset()
 
@@ -251,10 +249,11 @@ class A2EStream:
         self._ended = True
         return self._emit(final=True)
 
-    def _model_frame(self, k: int, final: bool) -> np.ndarray | None:
-        m = self._cache.get(k)
-        if m is not None:
-            return m
+    def _window(self, k: int, final: bool) -> np.ndarray | None:
+        """The model's T frames for window k (ends la after model frame k), or None if its audio is not here yet."""
+        y = self._cache.get(k)
+        if y is not None:
+            return y
         W, fs = self.rt.window_samples, self.rt.frame_samples
         end = k * fs + self.la
         if end > self._n_in and not final:
@@ -263,22 +262,21 @@ class A2EStream:
         win = self._buf[a:a + W]
         if win.size < W:  # past the end of the audio (only when final)
             win = np.concatenate([win, np.zeros(W - win.size, np.float32)])
-        y = self.rt.run(win[None, :], self._alpha, self._hist)
-        m = _select(y, *self._pick)[0]
-        self._cache[k] = m
-        return m
+        y = self.rt.run(win[None, :], self._alpha, self._hist)[0]
+        self._cache[k] = y
+        return y
 
     def _emit(self, final: bool) -> list[Frame]:
         out: list[Frame] = []
-        n_out = _n_out(self._n_in, self.fps, self.rt.sample_rate) if final else None
-        while n_out is None or self._next < n_out:
+        # only frames whose time lies inside the audio so far (what infer_offline returns for it)
+        n_out = _n_out(self._n_in, self.fps, self.rt.sample_rate)
+        while self._next < n_out:
             i = self._next
-            k0, rem = _needed(i, self.fps, self.rt.fps)
-            m0 = self._model_frame(k0, final)
-            m1 = self._model_frame(k0 + 1, final) if (m0 is not None and rem) else None
-            if m0 is None or (rem and m1 is None):
+            k, rem = _needed(i, self.fps, self.rt.fps)
+            y = self._window(k, final)
+            if y is None:
                 break
-            out.append(Frame(i, i / self.fps, _blend(m0, m1, rem, self.fps)))
+            out.append(Frame(i, i / self.fps, _read(y, *_position(self.rt, self.la, rem, self.fps))))
             self._next += 1
         self._trim()
         return out

@@ -167,7 +167,7 @@ def _fps(x):
 
 
 def _lookahead(x):
-    return None if _is_num(x) and 0 <= x <= 2000 else "must be a number of milliseconds in [0, 2000]"
+    return None if _is_num(x) and 0 <= x <= 600 else "must be a number of milliseconds in [0, 600]"
 
 
 def _sample_rate(x):

@@ -85,11 +85,14 @@ def read_dataset(folder: str | Path) -> tuple[dict, list[Clip]]:
     return manifest, clips
 
 
-def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator,
+                 gain_db: float = 0.0) -> tuple[np.ndarray, ...]:
     """Random windows -> audio (B, W), identity (B, n_id), history (B, N, E), target (B, T, E).
 
-    The window may start up to T-1 frames before the clip or run past its end (silence there, and the
+    The window may start up to T/2 frames before the clip or run past its end (silence there, and the
     target holds the first/last frame), so the model sees the stream's zero-padded edges too.
+    `gain_db` > 0: each window gets a random gain in [-gain_db, +gain_db] dB (microphone levels vary;
+    the log-mel front-end has fixed scaling).
     """
     W, T, N = dims.window_samples, dims.n_frames, dims.n_hist
     E = clips[0].expr.shape[1]
@@ -108,6 +111,8 @@ def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator) 
         target[b] = c.expr[np.clip(np.arange(f0, f0 + T), 0, n - 1)]
         ident[b] = c.identity
         hist[b] = c.expr[np.sort(rng.integers(0, n, N))]
+        if gain_db > 0:
+            audio[b] *= np.float32(10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0))
     return audio, ident, hist, target
 
 
@@ -226,13 +231,14 @@ def fit(model, sampler, steps: int, lr: float = 1e-3, mouth_b=None, w_vertex: fl
     from realtalk_bridge.nets.a2e import a2e_loss
 
     opt = optimizer or make_optimizer(model, lr)
-    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32)
+    dev = next(model.parameters()).device
+    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32, device=dev)
     model.train()
     for step in range(start_step, steps if stop_step is None else min(stop_step, steps)):
         cur = lr_at(step, steps, lr, warmup)
         for g in opt.param_groups:
             g["lr"] = cur
-        a, i, h, y = (torch.from_numpy(np.ascontiguousarray(v)) for v in sampler(step))
+        a, i, h, y = (torch.from_numpy(np.ascontiguousarray(v)).to(dev) for v in sampler(step))
         loss, parts = a2e_loss(model(a, i, h), y, mb, w_vertex)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower --lr")
@@ -258,12 +264,13 @@ def evaluate(model, batches, mouth_b=None, w_vertex: float = 0.1) -> dict[str, f
 
     from realtalk_bridge.nets.a2e import a2e_loss
 
-    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32)
+    dev = next(model.parameters()).device
+    mb = None if mouth_b is None else torch.as_tensor(mouth_b, dtype=torch.float32, device=dev)
     model.eval()
     tot: dict[str, float] = {}
     with torch.no_grad():
         for b in batches:
-            a, i, h, y = (torch.from_numpy(v) for v in b)
+            a, i, h, y = (torch.from_numpy(v).to(dev) for v in b)
             loss, parts = a2e_loss(model(a, i, h), y, mb, w_vertex)
             parts["loss"] = float(loss)
             for k, v in parts.items():
@@ -282,7 +289,7 @@ def save_train_state(path: Path, opt, step: int, rng: np.random.Generator, histo
     tensors = {}
     for idx, st in sd["state"].items():
         for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
     tensors["torch_rng"] = torch.get_rng_state()
     meta = {
         "param_groups": json.dumps(sd["param_groups"]),
@@ -378,11 +385,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder for checkpoints, log and loss plot")
     parser.add_argument("--config", default="default", help="named dims: tiny, default, paper")
     parser.add_argument("--frontend", choices=("mel", "hubert"), help="override the config's audio front-end")
+    parser.add_argument("--dims", nargs="*", metavar="KEY=VALUE", help="override dims of the config, e.g. d_model=96 n_enc=2")
     parser.add_argument("--hubert", type=Path, help="local transformers HuBERT folder to start the hubert front-end from")
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--gain-db", type=float, default=6.0, help="random per-window gain range in dB (0: off)")
     parser.add_argument("--w-vertex", type=float, default=0.1, help="weight of the mouth-vertex loss (paper: 0.1)")
     parser.add_argument("--face", default="arkit",
                         help="face model for the vertex loss: 'arkit' (shipped), a BFM .mat path, or 'none'")
@@ -393,7 +402,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stop-at", type=int, default=None,
                         help="save and stop after this step (continue later with --resume; the schedule is --steps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a busy 2-core machine more threads spin and run 10x slower)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda, cuda:1")
 
 
 def run(args) -> int:
@@ -413,6 +424,7 @@ def train(args) -> float:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     manifest, clips = read_dataset(args.data)
     names = manifest["names"]
     layout = manifest.get("space", "custom")
@@ -433,7 +445,7 @@ def train(args) -> float:
         if not (last.is_file() and state_path.is_file()):
             raise FileNotFoundError(f"--resume: no {last.name} + {state_path.name} in {out}")
         model, meta = load_checkpoint(last)
-        model.train()
+        model.to(device).train()
         dims = model.dims
         if meta["names"] != names:
             raise ValueError("--resume: the checkpoint's names differ from the dataset's")
@@ -441,11 +453,17 @@ def train(args) -> float:
         step, history, best = load_train_state(state_path, opt, rng)
         defaults = meta.get("defaults")
     else:
-        over = {"n_expr": len(names), "n_id": int(train_clips[0].identity.size)}
+        from realtalk_bridge.nets.a2e import parse_overrides
+
+        over = {**parse_overrides(args.dims), "n_expr": len(names), "n_id": int(train_clips[0].identity.size)}
         if args.frontend:
             over["frontend"] = args.frontend
+        if args.hubert:
+            if not Path(args.hubert).is_dir():
+                raise FileNotFoundError(f"--hubert {args.hubert}: not a folder with a transformers HuBERT checkpoint")
+            over["frontend"] = "hubert"
         dims = dims_for(args.config, **over)
-        model = A2E(dims, hubert_path=str(args.hubert) if args.hubert else None)
+        model = A2E(dims, hubert_path=str(args.hubert) if args.hubert else None).to(device)
         opt = make_optimizer(model, args.lr)
         step, history, best = 0, [], math.inf
         defaults = dataset_defaults(train_clips, dims.n_hist, np.random.default_rng(args.seed + 1))
@@ -474,7 +492,7 @@ def train(args) -> float:
         end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
         while step < end:
             stop = min(end, (step // args.val_every + 1) * args.val_every)
-            fit(model, lambda s: sample_batch(train_clips, dims, args.batch, rng), args.steps, lr=args.lr,
+            fit(model, lambda s: sample_batch(train_clips, dims, args.batch, rng, args.gain_db), args.steps, lr=args.lr,
                 mouth_b=mouth_b, w_vertex=args.w_vertex, log=log, optimizer=opt, start_step=step, stop_step=stop,
                 warmup=args.warmup)
             step = stop

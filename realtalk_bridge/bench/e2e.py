@@ -1,0 +1,297 @@
+"""`realtalk-bridge bench e2e --out FILE.json`: audio-in to frame-out latency of a real sidecar.
+
+Starts `realtalk-bridge serve` as a subprocess, pushes a speech file over the control socket at
+real-time speed (like a microphone would deliver it) and receives the frames on a SUB socket.
+Latency of a frame = the wall time it was received - the wall time its audio moment was "spoken"
+(push start + t). It therefore includes the look-ahead, chunking, inference and transport.
+
+`--soak`: 8 pushing clients and 16 subscribers for 60 s; every subscriber reads continuously, so
+`frames_lost` must be 0. Writes the JSON and a latency histogram PNG beside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_AUDIO = ROOT / "examples" / "speech" / "hello.wav"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process (Linux /proc; None elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Sidecar:
+    """`python -m realtalk_bridge serve` on free loopback ports, for the duration of a `with`."""
+
+    def __init__(self, model, fps, lookahead_ms, extra=()):
+        self.pub = f"tcp://127.0.0.1:{_free_port()}"
+        self.ctl = f"tcp://127.0.0.1:{_free_port()}"
+        cmd = [sys.executable, "-m", "realtalk_bridge", "serve", "--no-mic", "--pub", self.pub, "--ctl", self.ctl,
+               "--fps", str(fps), "--lookahead-ms", str(lookahead_ms), "--idle-timeout", "30", "--log-level", "error"]
+        if model:
+            cmd += ["--model", str(model)]
+        self.proc = subprocess.Popen(cmd + list(extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if not sel.select(60) or not self.proc.stdout.readline():
+            self.proc.kill()
+            raise RuntimeError(f"the sidecar did not start: {self.proc.stderr.read()}")
+        self.rss_peak = 0.0
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._sample_rss, daemon=True)
+        self._watch.start()
+
+    def _sample_rss(self):
+        while not self._stop.wait(0.25):
+            r = rss_mb(self.proc.pid)
+            if r:
+                self.rss_peak = max(self.rss_peak, r)
+
+    def close(self):
+        self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def push_realtime(client, stream, audio, chunk, start, stop=None, loop_until=None, late=None) -> int:
+    """Push `audio` in chunks paced by the audio clock from wall time `start`; returns samples sent.
+    `late` (a list) collects how many ms after its due time each chunk actually left."""
+    sent = 0
+    while True:
+        for a in range(0, len(audio), chunk):
+            part = audio[a:a + chunk]
+            due = start + (sent + len(part)) / 16000.0
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if late is not None:
+                late.append(1000.0 * (time.time() - due))
+            client.push_audio(stream, part)
+            sent += len(part)
+            if stop is not None and stop.is_set():
+                return sent
+        if loop_until is None or time.time() >= loop_until:
+            return sent
+
+
+class Collector(threading.Thread):
+    """A subscriber that reads continuously and keeps (stream, seq, t, recv_wall) of every frame."""
+
+    def __init__(self, pub, layouts, streams=None):
+        super().__init__(daemon=True)
+        from realtalk_bridge.client import Subscriber
+
+        self.sub = Subscriber(pub, streams=streams, layouts=layouts)
+        self.rows: list[tuple[str, int, float, float]] = []
+        self.sent: list[float] = []  # the sidecar's `wall` of each frame, to split latency into send / delivery
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            f = self.sub.recv(timeout=0.1)
+            if f is not None:
+                self.rows.append((f.stream, f.seq, f.t, f.recv_wall))
+                self.sent.append(f.wall)
+        self.sub.close()
+
+
+def _latencies(rows, starts, live_until) -> np.ndarray:
+    """ms from a frame's audio moment to its arrival. Frames whose window reached past the pushed audio
+    came from the flush at stream_close (silence after the end), not from live audio: left out."""
+    return np.array([1000.0 * (recv - (starts[s] + t)) for s, _, t, recv in rows
+                     if s in starts and t <= live_until[s]], dtype=np.float64)
+
+
+def _lost(rows, expected: dict[str, int]) -> int:
+    """Frames a subscriber should have seen (seq 0..n-1 per stream, from its first received one) but did not."""
+    lost = 0
+    for s, n in expected.items():
+        seqs = sorted({seq for st, seq, _, _ in rows if st == s})
+        if not seqs:
+            lost += n
+            continue
+        lost += (n - seqs[0]) - len(seqs)  # everything after the join point must arrive
+    return lost
+
+
+def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, duration=60.0, clients=8,
+              subscribers=16) -> dict:
+    from realtalk_bridge.audio import load_audio
+    from realtalk_bridge.client import Client
+
+    audio = load_audio(audio_path)
+    chunk = int(16000 * chunk_ms / 1000)
+    n_push = clients if soak else 1
+    n_sub = subscribers if soak else 1
+    with Sidecar(model, fps, lookahead_ms) as sc:
+        with Client(sc.ctl, timeout=10) as c:
+            info = c.hello()
+        collectors = [Collector(sc.pub, info["layouts"]) for _ in range(n_sub)]
+        for col in collectors:
+            col.start()
+        time.sleep(0.5)  # PUB/SUB slow joiner
+        starts: dict[str, float] = {}
+        expected: dict[str, int] = {}
+        live_until: dict[str, float] = {}
+        late: list[float] = []
+        errors: list[str] = []
+
+        def pusher(i):
+            stream = f"bench-{i}"
+            try:
+                with Client(sc.ctl, timeout=10) as pc:
+                    pc.stream_open(stream, fps=fps, lookahead_ms=lookahead_ms)
+                    start = time.time() + 0.05
+                    starts[stream] = start
+                    sent = push_realtime(pc, stream, audio, chunk, start,
+                                         loop_until=(start + duration) if soak else None, late=late)
+                    live_until[stream] = sent / 16000.0 - lookahead_ms / 1000.0
+                    expected[stream] = pc.stream_close(stream)["frames"]
+            except Exception as exc:  # reported in the JSON, not swallowed
+                errors.append(f"{stream}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=pusher, args=(i,)) for i in range(n_push)]
+        cpu0 = cpu_seconds(sc.proc.pid)
+        t0 = time.time()
+        for th in threads:
+            th.start()
+        if soak:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as prog:
+                task = prog.add_task("soak", total=duration)
+                while any(th.is_alive() for th in threads):
+                    prog.update(task, completed=min(duration, time.time() - t0))
+                    time.sleep(0.5)
+        for th in threads:
+            th.join()
+        wall = time.time() - t0
+        cpu1 = cpu_seconds(sc.proc.pid)
+        time.sleep(0.5)  # let the last frames arrive
+        for col in collectors:
+            col.stop.set()
+        for col in collectors:
+            col.join(5)
+        rss = sc.rss_peak or rss_mb(sc.proc.pid)
+    lat = np.concatenate([_latencies(col.rows, starts, live_until) for col in collectors])
+    # the same measured at the sidecar's send time (frame `wall`): what the sidecar itself adds
+    sent_rows = [(s, q, t, w) for col in collectors for (s, q, t, _), w in zip(col.rows, col.sent)]
+    lat_sent = _latencies(sent_rows, starts, live_until)
+    lost = sum(_lost(col.rows, expected) for col in collectors)
+    received = sum(len(col.rows) for col in collectors)
+    target = lookahead_ms + 30.0
+    return {
+        "mode": "soak" if soak else "single", "model": str(model) if model else "default", "audio": str(audio_path),
+        "fps": fps, "lookahead_ms": lookahead_ms, "chunk_ms": chunk_ms, "clients": n_push, "subscribers": n_sub,
+        "duration_s": round(wall, 2), "frames_expected": int(sum(expected.values()) * n_sub),
+        "frames_received": int(received), "frames_lost": int(lost),
+        "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
+        "latency_ms_p95": round(float(np.percentile(lat, 95)), 2) if lat.size else None,
+        "latency_ms_max": round(float(lat.max()), 2) if lat.size else None,
+        "send_latency_ms_p50": round(float(np.percentile(lat_sent, 50)), 2) if lat_sent.size else None,
+        "send_latency_ms_p95": round(float(np.percentile(lat_sent, 95)), 2) if lat_sent.size else None,
+        "push_late_ms_p95": round(float(np.percentile(late, 95)), 2) if late else None,
+        "target_ms": target, "meets_target": bool(lat.size and np.percentile(lat, 95) <= target),
+        "rss_mb": round(rss, 1) if rss else None,
+        "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,  # others' load skews latency
+        "sidecar_cpu_percent": round(100 * (cpu1 - cpu0) / wall, 1) if cpu0 is not None and cpu1 is not None else None, "cpus": os.cpu_count(), "errors": errors,
+        "_latencies": lat,
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lat = result["_latencies"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if lat.size:
+        ax.hist(lat, bins=60, color="#4477aa")
+        for key, style in (("latency_ms_p50", "-"), ("latency_ms_p95", "--")):
+            ax.axvline(result[key], color="k", ls=style, lw=1, label=f"{key[11:]} {result[key]:.1f} ms")
+    ax.axvline(result["target_ms"], color="#cc3311", lw=1.5, label=f"target {result['target_ms']:.0f} ms")
+    ax.set_xlabel("audio-in to frame-out latency (ms)")
+    ax.set_ylabel("frames")
+    ax.set_title(f"sidecar e2e ({result['mode']}): {result['clients']} pushing, {result['subscribers']} subscribed, "
+                 f"{result['fps']} fps, look-ahead {result['lookahead_ms']:g} ms\nframes lost {result['frames_lost']}, "
+                 f"RSS {result['rss_mb']} MB", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", required=True, help="result JSON (a PNG histogram is written beside it)")
+    p.add_argument("--model", default=None, help="A2E .onnx (default: models/a2e/default.onnx)")
+    p.add_argument("--audio", default=str(DEFAULT_AUDIO), help="speech file to push (default: the example)")
+    p.add_argument("--fps", type=int, default=30, choices=(25, 30, 50, 60))
+    p.add_argument("--lookahead-ms", type=float, default=80.0)
+    p.add_argument("--chunk-ms", type=float, default=20.0, help="push chunk size (a microphone's block)")
+    p.add_argument("--soak", action="store_true", help="8 pushing clients, 16 subscribers, 60 s")
+    p.add_argument("--duration", type=float, default=60.0, help="soak duration in seconds")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--subscribers", type=int, default=16)
+
+
+def run(args) -> int:
+    try:
+        result = run_bench(args.model, args.audio, args.fps, args.lookahead_ms, args.chunk_ms, soak=args.soak,
+                           duration=args.duration, clients=args.clients, subscribers=args.subscribers)
+    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+        print(f"bench e2e: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_suffix(".png")
+    plot(result, png)
+    result.pop("_latencies")
+    result["plot"] = str(png)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0 if not result["errors"] else 1

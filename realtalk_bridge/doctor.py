@@ -1,0 +1,140 @@
+"""`realtalk-bridge doctor`: check the install and say what to fix.
+
+Each check returns (status, detail, fix): status "ok", "warn" (works, with limits) or "fail" (the
+sidecar cannot run as configured). Exit code 1 when anything failed.
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+import socket
+import sys
+from pathlib import Path
+
+CORE = [("numpy", "numpy"), ("onnxruntime", "onnxruntime"), ("zmq", "pyzmq"), ("msgpack", "msgpack"),
+        ("soundfile", "soundfile"), ("soxr", "soxr")]
+OPTIONAL = [("sounddevice", "sounddevice", "microphone input"), ("pythonosc", "python-osc", "VMC bridge"),
+            ("torch", "torch==2.13.0", "training and export only"), ("mediapipe", "mediapipe", "video preparation only")]
+
+
+def check_python():
+    v = sys.version_info
+    if v < (3, 10):
+        return "fail", f"Python {platform.python_version()}", "install Python 3.10 or newer"
+    return "ok", f"Python {platform.python_version()}", ""
+
+
+def check_package(module, pip_name, purpose=None):
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # ImportError, or OSError from a missing shared library
+        what = f"not importable ({type(exc).__name__}: {exc})"
+        if purpose:
+            return "warn", f"{module}: {what}; needed for {purpose}", f"pip install {pip_name}"
+        return "fail", f"{module}: {what}", f"pip install {pip_name}"
+    return "ok", f"{module} {getattr(mod, '__version__', '')}".strip(), ""
+
+
+def check_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except Exception:
+        return "fail", "onnxruntime missing", "pip install onnxruntime"
+    providers = ort.get_available_providers()
+    return "ok", f"onnxruntime providers: {', '.join(providers)}", ""
+
+
+def check_model(path=None):
+    from realtalk_bridge.runtime.a2e import DEFAULT_MODEL, A2ERuntime
+
+    p = Path(path) if path else DEFAULT_MODEL
+    if not p.is_file():
+        return "fail", f"no A2E model at {p}", ("pass --model FILE.onnx, or train and export one "
+                                                "(docs/a2e.md), or install a release that ships models/a2e/default.onnx")
+    try:
+        rt = A2ERuntime(p)
+    except Exception as exc:
+        return "fail", f"{p}: {exc}", "re-export the model with `realtalk-bridge export a2e`"
+    return "ok", f"model {p.name}: {rt.layout}, {len(rt.names)} names, {rt.provider}", ""
+
+
+def check_audio():
+    try:
+        import sounddevice as sd
+    except OSError as exc:
+        return "warn", f"PortAudio missing ({exc})", ("Debian/Ubuntu: apt-get install libportaudio2; macOS: brew install "
+                                                       "portaudio. --input FILE and pushed audio work without it")
+    except ImportError:
+        return "warn", "sounddevice not installed", "pip install sounddevice (microphone input only)"
+    try:
+        inputs = [d for d in sd.query_devices() if d["max_input_channels"] > 0]
+    except Exception as exc:
+        return "warn", f"PortAudio cannot list devices: {exc}", "check your sound system (ALSA/PulseAudio/PipeWire)"
+    if not inputs:
+        return "warn", "PortAudio works but sees no audio input", ("plug in a microphone, or use serve --no-mic with "
+                                                                   "--input FILE or pushed audio")
+    try:
+        default = sd.query_devices(kind="input")["name"]
+    except Exception:
+        default = "none"
+    return "ok", f"{len(inputs)} audio input(s); default: {default}", ""
+
+
+def check_port(endpoint):
+    import re
+
+    mt = re.match(r"^tcp://(.+):(\d+)$", endpoint)
+    if not mt:
+        return "ok", f"{endpoint}: not a TCP port, not checked", ""
+    host, port = mt.group(1).strip("[]"), int(mt.group(2))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return "fail", f"{endpoint} is taken ({exc.strerror})", ("another sidecar may be running (`realtalk-bridge "
+                                                                     "listen` to see); or choose --pub/--ctl ports")
+    return "ok", f"{endpoint} is free", ""
+
+
+def checks(model=None, pub=None, ctl=None):
+    from realtalk_bridge.sidecar.server import DEFAULT_CTL, DEFAULT_PUB
+
+    yield "python", check_python()
+    for module, pip_name in CORE:
+        yield module, check_package(module, pip_name)
+    for module, pip_name, purpose in OPTIONAL:
+        yield module, check_package(module, pip_name, purpose)
+    yield "onnxruntime providers", check_onnxruntime()
+    yield "model", check_model(model)
+    yield "audio", check_audio()
+    yield "stream port", check_port(pub or DEFAULT_PUB)
+    yield "control port", check_port(ctl or DEFAULT_CTL)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=None, help="check this .onnx instead of the shipped model")
+    p.add_argument("--pub", default=None, help="stream endpoint to check")
+    p.add_argument("--ctl", default=None, help="control endpoint to check")
+
+
+def run(args) -> int:
+    marks = {"ok": "[green]ok  [/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+    try:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        say = console.print
+    except ImportError:  # plain text when rich is missing
+        import re
+
+        def say(text):
+            print(re.sub(r"\[/?\w+\]", "", text))
+    failed = 0
+    for name, (status, detail, fix) in checks(args.model, args.pub, args.ctl):
+        failed += status == "fail"
+        say(f"{marks[status]} {name:<22} {detail}")
+        if fix and status != "ok":
+            say(f"     {'':<22} fix: {fix}")
+    say("all good" if not failed else f"{failed} problem(s) to fix")
+    return 1 if failed else 0

@@ -1,0 +1,202 @@
+"""`realtalk-bridge serve`: the sidecar process. Audio in (mic, file, pushed), coefficient frames out.
+
+Options come from the command line, else from `--config FILE.toml` (same names, `-` or `_`), else defaults.
+Stops cleanly on Ctrl-C or SIGTERM: open streams are flushed and closed, sinks closed, sockets released.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from realtalk_bridge.sidecar.server import DEFAULT_CTL, DEFAULT_PUB
+
+log = logging.getLogger("realtalk_bridge.sidecar")
+
+# option -> default (None: not set). The config file may set any of these.
+DEFAULTS = {
+    "pub": DEFAULT_PUB, "ctl": DEFAULT_CTL, "model": None, "fps": 30, "lookahead_ms": 80.0,
+    "input": None, "loop": False, "no_mic": False, "device": None, "idle_timeout": 10.0,
+    "allow_remote": False, "curve_secret_key": None, "smoothing": 0.0, "gains": {}, "log_level": "info",
+    "nonverbal": False,
+}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--pub", default=None, help=f"stream (PUB) endpoint, default {DEFAULT_PUB}")
+    p.add_argument("--ctl", default=None, help=f"control (ROUTER) endpoint, default {DEFAULT_CTL}")
+    p.add_argument("--config", default=None, help="TOML file with any of these options (command line wins)")
+    p.add_argument("--model", default=None, help="A2E .onnx (default: models/a2e/default.onnx)")
+    p.add_argument("--fps", type=int, default=None, choices=(25, 30, 50, 60), help="output frame rate (default 30)")
+    p.add_argument("--lookahead-ms", type=float, default=None, help="A2E look-ahead in ms (default 80)")
+    p.add_argument("--input", default=None, help="play this audio file as stream 'file' at real-time speed")
+    p.add_argument("--loop", action="store_const", const=True, default=None, help="loop --input")
+    p.add_argument("--no-mic", action="store_const", const=True, default=None, help="do not open the microphone")
+    p.add_argument("--device", default=None, help="input device index or name (see `realtalk-bridge devices`)")
+    p.add_argument("--idle-timeout", type=float, default=None, help="close pushed streams idle this long (s, default 10)")
+    p.add_argument("--smoothing", type=float, default=None, help="default one-pole smoothing 0..1 (default 0)")
+    p.add_argument("--allow-remote", action="store_const", const=True, default=None,
+                   help="allow binding non-loopback interfaces")
+    p.add_argument("--curve-secret-key", default=None, help="ZeroMQ CURVE server secret key file (.key_secret)")
+    p.add_argument("--make-curve-keys", default=None, metavar="DIR",
+                   help="write a CURVE key pair (server.key, server.key_secret) into DIR and exit")
+    p.add_argument("--nonverbal", action="store_const", const=True, default=None,
+                   help="add blinks / idle head motion / emotion overlay (face/nonverbal.py) to every stream")
+    p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
+    # the UDP bridges (VMC, iFacialMocap, Live Link) and the non-verbal layer add their own options
+    for module in ("realtalk_bridge.bridges", "realtalk_bridge.face.nonverbal"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
+
+
+def load_config(path) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read config {path}: {exc}") from exc
+    cfg = {}
+    for key, value in raw.items():
+        k = key.replace("-", "_")
+        if k not in DEFAULTS:
+            raise ValueError(f"config {path}: unknown option {key!r} (known: {', '.join(sorted(DEFAULTS))})")
+        if DEFAULTS[k] is not None and not isinstance(value, type(DEFAULTS[k])) and not (
+                isinstance(DEFAULTS[k], float) and isinstance(value, int)):
+            raise ValueError(f"config {path}: {key} must be {type(DEFAULTS[k]).__name__}, got {value!r}")
+        cfg[k] = value
+    return cfg
+
+
+def resolve(args) -> dict:
+    """Command line > config file > defaults."""
+    opts = dict(DEFAULTS)
+    if args.config:
+        opts.update(load_config(args.config))
+    for k in DEFAULTS:
+        v = getattr(args, k, None)
+        if v is not None:
+            opts[k] = v
+    return opts
+
+
+def make_curve_keys(directory) -> tuple[Path, Path]:
+    import zmq.auth
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(d), "server")
+    return Path(public), Path(secret)
+
+
+def _postprocess_factory(args):
+    """A NonVerbal per stream (face/nonverbal.py), configured by its serve options."""
+    from realtalk_bridge.face import nonverbal
+
+    def make(stream, names, fps):
+        if hasattr(nonverbal, "from_options"):
+            return nonverbal.from_options(names, args)
+        return nonverbal.NonVerbal(names)
+    return make
+
+
+def run(args) -> int:
+    if args.make_curve_keys:
+        public, secret = make_curve_keys(args.make_curve_keys)
+        print(f"server secret key: {secret}  (serve --curve-secret-key {secret})")
+        print(f"server public key: {public}  (give this file to clients)")
+        return 0
+    try:
+        opts = resolve(args)
+    except ValueError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+
+    from realtalk_bridge.runtime.a2e import A2ERuntime
+    from realtalk_bridge.sidecar.server import Server
+    from realtalk_bridge.sidecar.sources import FileSource, MicSource
+
+    try:
+        rt = A2ERuntime(opts["model"])
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 1
+    sinks = []
+    try:
+        from realtalk_bridge import bridges
+
+        if hasattr(bridges, "make_sinks"):
+            sinks = list(bridges.make_sinks(args))
+    except ImportError:
+        pass
+    except ValueError as exc:  # a bad bridge option: say which
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+    post = None
+    if opts["nonverbal"]:
+        try:
+            post = _postprocess_factory(args)
+        except ImportError as exc:
+            print(f"serve: --nonverbal needs realtalk_bridge.face.nonverbal ({exc})", file=sys.stderr)
+            return 1
+    try:
+        server = Server(rt, pub=opts["pub"], ctl=opts["ctl"], fps=opts["fps"], lookahead_ms=opts["lookahead_ms"],
+                        idle_timeout=opts["idle_timeout"], sinks=sinks, postprocess=post,
+                        allow_remote=opts["allow_remote"], curve_secret_key=opts["curve_secret_key"],
+                        smoothing=opts["smoothing"], gains=opts["gains"])
+    except (ValueError, OSError) as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 1
+
+    sources = []
+    try:
+        if opts["input"]:
+            sources.append(FileSource(server, opts["input"], loop=opts["loop"]))
+        if not opts["no_mic"]:
+            device = opts["device"]
+            if isinstance(device, str) and device.isdigit():
+                device = int(device)
+            sources.append(MicSource(server, device=device))
+    except ValueError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        server._close_sockets()
+        return 1
+
+    def on_signal(signum, frame):
+        log.info("signal %d: stopping", signum)
+        for s in sources:
+            s._stop.set()
+        server.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_signal)
+    print(f"realtalk-bridge serve: stream (PUB) {server.pub_endpoint}, control (ROUTER) {server.ctl_endpoint}", flush=True)
+    print(f"  model {rt.path} ({rt.layout}, {len(rt.names)} names, {rt.provider}); {opts['fps']} fps, "
+          f"look-ahead {opts['lookahead_ms']:g} ms", flush=True)
+    print("  sources: " + (", ".join(type(s).__name__.replace("Source", "").lower() for s in sources) or "pushed audio only")
+          + "; Ctrl-C to stop", flush=True)
+    for s in sources:
+        s.start()
+    try:
+        server.run()  # returns after stop(); flushes and closes streams, sinks and sockets
+    finally:
+        for s in sources:
+            s._stop.set()
+        for s in sources:
+            s.thread.join(3)
+    print("realtalk-bridge serve: stopped", flush=True)
+    return 0

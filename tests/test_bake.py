@@ -1,0 +1,52 @@
+"""`realtalk-bridge bake`: real model, real speech file, .csv / .json / .npz outputs."""
+import json
+
+import numpy as np
+import pytest
+
+from _sidecar_util import HELLO_WAV, a2e_model, runtime, speech  # noqa: F401  (fixtures)
+from realtalk_bridge.bake import bake_array, resample_track
+from realtalk_bridge.cli import main
+from realtalk_bridge.runtime.a2e import infer_offline
+
+
+def test_resample_track_is_linear_in_time():
+    w = np.stack([np.arange(7, dtype=np.float32), np.zeros(7, np.float32)], axis=1)  # 60 fps ramp
+    out = resample_track(w, 60, 24, 3)
+    np.testing.assert_allclose(out[:, 0], [0, 2.5, 5.0])
+    assert resample_track(w, 60, 24, 0).shape == (0, 2)
+
+
+def test_bake_command_writes_csv_json_npz(a2e_model, runtime, speech, tmp_path, capsys):
+    n = int(np.ceil(len(speech) * 30 / 16000))
+    expected = infer_offline(runtime, speech, fps=30, lookahead_ms=80)
+    for suffix in (".csv", ".json", ".npz"):
+        out = tmp_path / f"track{suffix}"
+        assert main(["bake", str(HELLO_WAV), "--out", str(out), "--fps", "30", "--model", str(a2e_model)]) == 0
+        assert "x real time" in capsys.readouterr().out
+        if suffix == ".csv":
+            rows = out.read_text().splitlines()
+            assert rows[0] == "time," + ",".join(runtime.names)
+            assert len(rows) == n + 1
+            table = np.array([[float(v) for v in r.split(",")] for r in rows[1:]])
+            np.testing.assert_allclose(table[:, 0], np.arange(n) / 30, atol=1e-6)
+            np.testing.assert_allclose(table[:, 1:], expected, atol=1e-5)
+        elif suffix == ".json":
+            doc = json.loads(out.read_text())
+            assert doc["fps"] == 30 and doc["names"] == list(runtime.names) and doc["n_frames"] == n
+            np.testing.assert_allclose(np.array(doc["weights"]), expected, atol=1e-5)
+        else:
+            with np.load(out, allow_pickle=False) as z:
+                assert list(z["names"]) == list(runtime.names) and float(z["fps"]) == 30
+                np.testing.assert_array_equal(z["weights"], expected)
+
+
+def test_bake_any_fps_and_errors(a2e_model, runtime, speech, tmp_path, capsys):
+    t, w = bake_array(runtime, speech[:16000], fps=24)
+    assert w.shape == (24, len(runtime.names)) and t[1] == pytest.approx(1 / 24)
+    with pytest.raises(ValueError):
+        bake_array(runtime, speech[:1600], fps=0)
+    assert main(["bake", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "x.csv"),
+                 "--model", str(a2e_model)]) == 1
+    assert "cannot read audio file" in capsys.readouterr().err
+    assert main(["bake", str(HELLO_WAV), "--out", str(tmp_path / "x.txt"), "--model", str(a2e_model)]) == 2

@@ -1,0 +1,21 @@
+"""`bench e2e` runs end to end on a short clip: a real sidecar subprocess, real sockets; JSON + PNG."""
+import json
+
+import soundfile as sf
+
+from _sidecar_util import a2e_model, speech  # noqa: F401  (fixtures)
+from realtalk_bridge.cli import main
+
+
+def test_bench_e2e_writes_json_and_png(a2e_model, speech, tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, speech[:24000], 16000)
+    out = tmp_path / "e2e.json"
+    assert main(["bench", "e2e", "--out", str(out), "--model", str(a2e_model), "--audio", str(clip),
+                 "--fps", "25"]) == 0
+    r = json.loads(out.read_text())
+    assert r["frames_lost"] == 0 and r["frames_received"] == r["frames_expected"] == 38
+    # latency includes the look-ahead by construction; the bound only guards against nonsense
+    assert r["lookahead_ms"] <= r["latency_ms_p50"] <= r["latency_ms_p95"] < 2000
+    assert r["rss_mb"] and r["rss_mb"] > 10
+    assert (tmp_path / "e2e.png").stat().st_size > 5000

@@ -1,0 +1,130 @@
+"""`python -m realtalk_bridge serve` as a real subprocess: file input at real-time speed, config file,
+`listen`, clean stop on SIGTERM, refusal to bind non-loopback without --allow-remote."""
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from _sidecar_util import HELLO_WAV, ROOT, a2e_model, free_port, speech  # noqa: F401  (fixtures)
+from realtalk_bridge.client import Client, Subscriber
+
+
+def _serve(*args):
+    return subprocess.Popen([sys.executable, "-m", "realtalk_bridge", "serve", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _first_line(proc, timeout=30.0) -> str:
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout):
+        proc.kill()
+        pytest.fail("serve printed nothing within %.0f s; stderr: %s" % (timeout, proc.stderr.read()))
+    return proc.stdout.readline()
+
+
+def test_serve_file_input_config_listen_and_sigterm(a2e_model, tmp_path):
+    pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    cfg = tmp_path / "sidecar.toml"
+    cfg.write_text('fps = 25\nlookahead-ms = 80.0\nidle_timeout = 5.0\n')
+    proc = _serve("--no-mic", "--input", HELLO_WAV, "--loop", "--model", a2e_model, "--pub", pub, "--ctl", ctl,
+                  "--config", cfg)
+    try:
+        line = _first_line(proc)
+        assert pub in line and ctl in line, line
+        with Client(ctl, timeout=5) as c:
+            info = c.hello()
+            assert info["pub"] == pub
+            with Subscriber(pub, streams=["file"], layouts=info["layouts"]) as sub:
+                frames = list(sub.frames(timeout=3.0, count=20))
+        assert len(frames) == 20 and {f.fps for f in frames} == {25.0}
+        assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + 20))
+        # real-time pacing: 20 frames at 25 fps take about 0.8 s of wall time to arrive
+        assert 0.5 < frames[-1].recv_wall - frames[0].recv_wall < 2.0
+        out = tmp_path / "frames.csv"
+        r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "listen", "--ctl", ctl, "--count", "5",
+                            "--timeout", "5", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = out.read_text().splitlines()
+        assert rows[0].startswith("stream,seq,time,wall,eyeBlinkLeft") and len(rows) == 6
+        assert all(row.startswith("file,") for row in rows[1:])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rest, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+    assert "stopped" in rest
+
+
+def test_serve_refuses_non_loopback_without_allow_remote(a2e_model):
+    proc = _serve("--no-mic", "--model", a2e_model, "--pub", f"tcp://0.0.0.0:{free_port()}",
+                  "--ctl", f"tcp://127.0.0.1:{free_port()}")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "--allow-remote" in err
+
+
+def test_serve_rejects_bad_config(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("fps = 'fast'\n")
+    proc = _serve("--config", cfg)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "fps must be int" in err
+    cfg.write_text("no_such_option = 1\n")
+    proc = _serve("--config", cfg)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "unknown option" in err
+
+
+ASOUNDRC = """
+pcm.speechraw {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{raw}"
+    format "raw"
+}}
+pcm.speechfile {{
+    type plug
+    slave {{ pcm "speechraw"; format S16_LE; rate 16000; channels 1 }}
+    hint {{ show on description "speech file (test input device)" }}
+}}
+"""
+
+
+def test_serve_captures_from_a_portaudio_input_device(a2e_model, speech, tmp_path):
+    """A real PortAudio/ALSA capture device whose samples come from a speech file (ALSA `file` plugin):
+    `devices` lists it, and `serve --device` turns its audio into frames on stream `mic`."""
+    import os
+
+    import numpy as np
+
+    (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(raw=tmp_path / "speech.raw"))
+    (np.tile(speech, 4) * 32767).astype("<i2").tofile(tmp_path / "speech.raw")
+    env = dict(os.environ, HOME=str(tmp_path))  # ALSA reads ~/.asoundrc
+    r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "devices"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    if "speechfile" not in r.stdout:
+        pytest.skip(f"no ALSA/PortAudio file-backed input here: {r.stdout.strip()} {r.stderr.strip()}")
+    pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "realtalk_bridge", "serve", "--device", "speechfile",
+                             "--model", str(a2e_model), "--pub", pub, "--ctl", ctl, "--fps", "25"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _first_line(proc)
+        with Client(ctl, timeout=5) as c:
+            info = c.hello()
+            with Subscriber(pub, streams=["mic"], layouts=info["layouts"]) as sub:
+                frames = list(sub.frames(timeout=5.0, count=50))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert len(frames) == 50, err
+    w = np.stack([f.weights for f in frames])
+    assert w.std(axis=0).max() > 1e-3, "captured speech must move the face"
