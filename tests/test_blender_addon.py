@@ -139,6 +139,7 @@ def check_result(res, speech, kind):
     # the test peer opens the mouth with the RMS envelope; a real A2E model less literally (the tiny test
     # model measured: +0.41 and r = 0.78)
     margin, min_r = (0.2, 0.5) if kind == "peer" else (0.1, 0.4)
+    assert res["server"].startswith("spec-peer" if kind == "peer" else "realtalk-bridge"), res["server"]
     assert jaw[speaking].mean() > jaw[silent].mean() + margin, (jaw[speaking].mean(), jaw[silent].mean())
     assert np.corrcoef(jaw, np.clip(env, -60, 0))[0, 1] > min_r
     np.testing.assert_allclose(custom, 0.5 * jaw, atol=1e-3)

@@ -466,7 +466,7 @@ def test_fuzz_bytes_never_crash(data):
         pass
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.dictionaries(st.sampled_from(["v", "type", "stream", "seq", "t", "wall", "fps", "layout", "names", "w",
                                         "pose", "speech", "n_frames", "t0", "layouts"]), _values, max_size=12))
 def test_fuzz_maps_never_crash(fields):

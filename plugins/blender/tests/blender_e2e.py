@@ -141,6 +141,7 @@ try:
     ticks = sorted(TICK_MS)
     out["tick_ms"] = {"p50": ticks[len(ticks) // 2], "p99": ticks[int(len(ticks) * 0.99)], "n": len(ticks)}
     out["status_line"] = S.status_line()
+    out["server"] = S.client.stats.server
     out["unmatched_live"] = list(S.unmatched)
     check(S.unmatched == ["Prop"], f"mesh without keys not reported: {S.unmatched}")
     out["fps_median"] = sorted(fps_seen)[len(fps_seen) // 2]
