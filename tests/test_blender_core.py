@@ -476,3 +476,23 @@ def test_fuzz_maps_never_crash(fields):
             parse(protocol.decode(protocol.encode(msg)))
         except protocol.ProtocolError:
             pass
+
+
+def test_fps_counts_wall_time_even_when_drained_in_bursts():
+    from realtalk_blender.core.client import Stats
+    s = Stats()
+    c = Client("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+    c.stats = s
+    layouts = {"x": ("a",)}
+    seq = 0
+    # 25 fps frames, drained every 0.8 s (a slow UI): 20 frames share one arrival time
+    for burst in range(5):
+        now = 100.0 + 0.8 * burst
+        for _ in range(20):
+            f = protocol.parse_coeffs({"v": 1, "type": "coeffs", "stream": "mic", "seq": seq, "t": seq / 25,
+                                       "wall": now, "fps": 25.0, "layout": "x", "names": ["a"],
+                                       "w": protocol.pack_f32([0.1])}, layouts)
+            c._count(f, now)
+            seq += 1
+        s._now = now
+    assert 20 <= s.fps <= 31  # ~25, not the 60+ that first-to-last arrival spacing would give

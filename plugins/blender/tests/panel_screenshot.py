@@ -1,7 +1,8 @@
 """Screenshot of the add-on panel for the README (Blender with a UI, e.g. under Xvfb):
 
     xvfb-run -a -s "-screen 0 1280x800x24" blender --factory-startup --enable-event-simulate \
-        --python plugins/blender/tests/panel_screenshot.py -- --zip Z --sidecar '[...]' --wav speech.wav --out panel.png
+        --python plugins/blender/tests/panel_screenshot.py -- --zip Z --sidecar '["realtalk-bridge", "serve", "--no-mic"]' \
+        --wav speech.wav --out panel.png
 
 Installs the zip, makes a face mesh with ARKit-named keys, connects to the sidecar command it starts, streams
 the speech file, switches the sidebar to the RealTalk tab (simulated Ctrl+Wheel: Blender 3.x has no API for
@@ -17,7 +18,9 @@ import bpy
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--zip", required=True)
-ap.add_argument("--sidecar", required=True)
+ap.add_argument("--sidecar", required=True, help="JSON list: the sidecar command to start")
+ap.add_argument("--stream", default="tcp://127.0.0.1:47200")
+ap.add_argument("--control", default="tcp://127.0.0.1:47201")
 ap.add_argument("--wav", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--tabs", type=int, default=3, help="Ctrl+Wheel steps from the first sidebar tab")
@@ -27,11 +30,8 @@ bpy.ops.preferences.addon_install(filepath=args.zip)
 bpy.ops.preferences.addon_enable(module="realtalk_blender")
 S = sys.modules["realtalk_blender.session"].SESSION
 side = subprocess.Popen(json.loads(args.sidecar))
-time.sleep(1.0)
 prefs = bpy.context.preferences.addons["realtalk_blender"].preferences
-cmd = json.loads(args.sidecar)
-prefs.stream_endpoint = cmd[cmd.index("--pub") + 1]
-prefs.control_endpoint = cmd[cmd.index("--control") + 1]
+prefs.stream_endpoint, prefs.control_endpoint = args.stream, args.control
 
 for ob in list(bpy.data.objects):
     if ob.type == "MESH":

@@ -66,14 +66,19 @@ class Stats:
     latency_ms: float = 0.0          # receive time - sender's `wall`, smoothed
     stream: str = ""
     last_error: str = ""
-    _arrivals: deque = field(default_factory=lambda: deque(maxlen=240), repr=False)
+    _arrivals: deque = field(default_factory=lambda: deque(maxlen=1000), repr=False)
+
+    _now: float = 0.0
+    _t_first: float = 0.0
 
     @property
     def fps(self) -> float:
-        a = self._arrivals
-        if len(a) < 2 or a[-1] - a[0] <= 0:
+        """Frames received per second over the last 2 s of wall time. Counting against the wall clock (not
+        between first and last arrival) keeps the rate right when a slow UI drains frames in bursts."""
+        span = min(2.0, self._now - self._t_first)
+        if span <= 0.05:
             return 0.0
-        return (len(a) - 1) / (a[-1] - a[0])
+        return sum(1 for a in self._arrivals if a >= self._now - 2.0) / span
 
     def lines(self) -> list[str]:
         """The status for a narrow panel: state, rate, latency and loss on separate lines."""
@@ -227,6 +232,7 @@ class Client:
         if self._ctx is None:
             return []
         now = time.time() if now is None else now
+        self.stats._now = now
         self._drain_replies()
         frames: list[Frame] = []
         while True:
@@ -278,6 +284,8 @@ class Client:
         self._last_seq[f.stream] = f.seq
         s.frames += 1
         s.stream = f.stream
+        if s.frames == 1:
+            s._t_first = now
         s._arrivals.append(now)
         while now - s._arrivals[0] > 2.0:  # the rate over the last 2 s, not since connecting
             s._arrivals.popleft()
