@@ -181,8 +181,9 @@ def test_blender_34_legacy_addon(zips, speech, sidecar, tmp_path):
         pytest.skip("Debian blender not installed (see .ci/apt-packages.txt)")
     # Blender's embedded Python finds its home through PATH: drop a pyenv/venv interpreter that pytest may run
     # under, so Blender uses the system Python (and python3-zmq/msgpack) as it does for a user
+    venv_bin = os.path.join(sys.prefix, "bin") if sys.prefix != sys.base_prefix else None
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                           if ".pyenv" not in p and not p.startswith(sys.prefix))
+                           if ".pyenv" not in p and p != venv_bin)
     env = {"BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"), "BLENDER_USER_CONFIG": str(tmp_path / "config"),
            "BLENDER_USER_DATAFILES": str(tmp_path / "datafiles"), "PATH": path}
     res = run_blender([blender, "-b", "--factory-startup", "--python-exit-code", "1", "--python"],
