@@ -95,7 +95,12 @@ def sidecar(request):
     if kind == "peer":
         return kind, None
     default = ROOT / "models" / "a2e" / "default.onnx"
-    return kind, default if default.exists() else request.getfixturevalue("tiny_a2e_onnx")
+    if default.exists():
+        return kind, default
+    try:
+        return kind, request.getfixturevalue("tiny_a2e_onnx")
+    except pytest.skip.Exception:  # no torch to train the tiny model: the Blender side still gets tested
+        return "peer", None
 
 
 def sidecar_cmds(sidecar, stream_ep, control_ep, wav):
