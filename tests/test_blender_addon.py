@@ -161,7 +161,9 @@ def check_result(res, speech, kind):
     tenv = np.array([envelope_db(audio, sr, t0 + k / FPS) for k in range(len(tk))])
     assert np.corrcoef(tk, np.clip(tenv, -60, 0))[0, 1] > min_r
     # the take's sound strip is placed by audio time: t0 sits at frame 10, so audio t = 0 at 10 - t0 * fps
-    assert [s[1] for s in res["take_sound"]] == [10 - round(t0 * FPS)]
+    # (the bpy 4.2 module has no audio support: there the add-on says so and keeps the keys)
+    no_audio = "Audaspace" in res["sound_error"]
+    assert [s[1] for s in res["take_sound"]] == ([] if no_audio else [10 - round(t0 * FPS)])
 
     # bake: duration x fps keys (+-1) at the current frame, sound strip aligned there
     bake = res["bake"]
@@ -171,7 +173,7 @@ def check_result(res, speech, kind):
     benv = np.array([envelope_db(audio, sr, k / FPS) for k in range(len(bv))])
     assert np.corrcoef(bv, np.clip(benv, -60, 0))[0, 1] > min_r
     np.testing.assert_allclose(bake["custom"], 0.5 * bv, atol=1e-3)
-    assert [s[1] for s in res["bake_sound"]] == [10 - round(t0 * FPS), 100]
+    assert [s[1] for s in res["bake_sound"]] == ([] if no_audio else [10 - round(t0 * FPS), 100])
     assert res["bake_eval_mid"] == pytest.approx(bv[len(bv) // 2], abs=1e-4)
 
     # restart: noticed within the heartbeat timeout, frames flow again from the new process
@@ -204,7 +206,8 @@ def test_bpy_50_extension(zips, speech, sidecar, tmp_path):
         pytest.skip(f"no {BPY_PYTHON}: run plugins/blender/tests/setup_bpy_venv.sh")
     env = {"BLENDER_USER_RESOURCES": str(tmp_path / "resources")}
     res = run_blender([str(BPY_PYTHON)], zips[0], "extension", speech, tmp_path, env, sidecar)
-    assert res["blender"].startswith("5.")
+    # 5.0.1 from setup_bpy_venv.sh; REALTALK_BPY_VENV=<venv> runs another bpy (checked by hand: 4.2.23, 4.5.15)
+    assert tuple(int(x) for x in res["blender"].split(".")[:2]) >= (4, 2), res["blender"]
     assert str(tmp_path / "resources") in res["addon_file"]
     import zipfile
     if any("/wheels/pyzmq" in "/" + n for n in zipfile.ZipFile(zips[0]).namelist()):

@@ -18,7 +18,9 @@ def new_action(key: bpy.types.Key, name: str) -> bpy.types.Action:
     if old is not None:
         old.use_fake_user = True
     action = bpy.data.actions.new(name)  # Blender picks a unique name (Take.001 ...)
-    if "id_root" in action.bl_rna.properties:  # (hasattr would read the unset enum and warn)
+    # Before 4.4, id_root ties the Action to shape keys. In 4.4/4.5 setting it would add an empty
+    # "Legacy Slot" next to the one fcurve_ensure_for_datablock makes. (hasattr would read the unset enum and warn)
+    if "id_root" in action.bl_rna.properties and "slots" not in action.bl_rna.properties:
         action.id_root = "KEY"
     ad.action = action
     return action
@@ -33,15 +35,19 @@ def _fcurve(action: bpy.types.Action, key: bpy.types.Key, data_path: str):
 
 def fcurves(action: bpy.types.Action, key: bpy.types.Key):
     """The F-Curves of `action` that animate `key`, on any Blender version."""
-    if hasattr(action, "fcurves"):
-        return list(action.fcurves)
     from bpy_extras import anim_utils
+    if not hasattr(anim_utils, "action_get_channelbag_for_slot") or not hasattr(action, "slots"):
+        return list(action.fcurves)  # before 4.4
+    # 4.4/4.5 still have Action.fcurves, but it does not see the slot's channelbag that
+    # fcurve_ensure_for_datablock fills: always go through the slot
     ad = key.animation_data
-    slot = ad.action_slot if ad is not None and ad.action == action else None
-    if slot is None:  # an older take of this key, no longer assigned: its (only) slot
-        slot = next((s for s in action.slots if s.target_id_type == "KEY"), None)
-    bag = anim_utils.action_get_channelbag_for_slot(action, slot) if slot is not None else None
-    return list(bag.fcurves) if bag else []
+    slots = [ad.action_slot] if ad is not None and ad.action == action else []
+    slots += [s for s in action.slots if s.target_id_type == "KEY"]  # an older take, no longer assigned
+    for slot in slots:
+        bag = anim_utils.action_get_channelbag_for_slot(action, slot) if slot is not None else None
+        if bag is not None and len(bag.fcurves):
+            return list(bag.fcurves)
+    return []
 
 
 def write_keys(action, key, shape: str, frame_start: float, values) -> None:
@@ -69,4 +75,11 @@ def add_sound(scene: bpy.types.Scene, path: str, frame_start: int, name: str = "
     strips = se.strips if hasattr(se, "strips") else se.sequences  # 'sequences' removed in 5.0
     used = {s.channel for s in strips}
     channel = next(c for c in range(1, 129) if c not in used)
-    return strips.new_sound(name, path, channel, int(frame_start))
+    try:
+        return strips.new_sound(name, path, channel, int(frame_start))
+    except RuntimeError as e:  # e.g. a Blender (the bpy 4.2 module) built without Audaspace
+        raise SoundError(f"no sound strip for {path}: {e}") from None
+
+
+class SoundError(RuntimeError):
+    """The keys are written; only the sound strip could not be added."""

@@ -206,8 +206,14 @@ class Session:
             actions += self._bake_rows(context, rec.names, grid, round(frame0), "Take")
         if add_sound and actions and rec.audio_path and rec.audio_t0 is not None:
             start = round(rec.start_frame - (t_first - rec.audio_t0) * fps)
-            anim.add_sound(scene, rec.audio_path, start, name="RealTalk take")
+            self._sound(scene, rec.audio_path, start, "RealTalk take")
         return actions
+
+    def _sound(self, scene, path: str, start: int, name: str) -> None:
+        try:
+            anim.add_sound(scene, path, start, name=name)
+        except anim.SoundError as e:
+            self.message = str(e)  # the keys are there: say so, do not fail the bake
 
     def _bake_rows(self, context, names, grid, frame0: int, label: str) -> list:
         """Rows on the scene grid -> one new Action per selected mesh (only mapped shape keys)."""
@@ -263,7 +269,7 @@ class Session:
         start = scene.frame_current
         actions = self._bake_rows(context, res.names, grid, start + round(res.t0 * fps), "Bake")
         if add_sound and actions:
-            anim.add_sound(scene, path, start, name=os.path.basename(path))
+            self._sound(scene, path, start, os.path.basename(path))
         return actions
 
     def push_file(self, path: str, fps: float) -> None:
