@@ -110,6 +110,7 @@ class REALTALK_OT_record(bpy.types.Operator):
                                      f"{', '.join(S.unmatched) or 'none selected'})")
             return {"CANCELLED"}
         self.report({"INFO"}, f"take: {n} frames -> {', '.join(a.name for a in actions)}")
+        _report_leftovers(self)
         return {"FINISHED"}
 
 
@@ -136,6 +137,7 @@ class REALTALK_OT_bake_file(bpy.types.Operator):
             self.report({"WARNING"}, "no mesh with matching shape keys selected")
             return {"CANCELLED"}
         self.report({"INFO"}, f"baked {os.path.basename(path)} -> {', '.join(a.name for a in actions)}")
+        _report_leftovers(self)
         return {"FINISHED"}
 
 
@@ -191,6 +193,13 @@ class REALTALK_OT_channel_remove(bpy.types.Operator):
             st.channels.remove(st.active_channel)
             st.active_channel = max(0, st.active_channel - 1)
         return {"FINISHED"}
+
+
+def _report_leftovers(op) -> None:
+    if S.unmatched:
+        op.report({"WARNING"}, "selected meshes without matching shape keys: " + ", ".join(S.unmatched))
+    if S.message.startswith("no sound strip"):
+        op.report({"WARNING"}, S.message)
 
 
 def preset_dir(create: bool = False) -> str:
