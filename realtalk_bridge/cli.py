@@ -30,6 +30,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "renderer"): ("realtalk_bridge.eval.renderer", "SSIM, PSNR, M-LMD, F-LMD on held-out frames"),
     ("corpus", "build"): ("realtalk_bridge.corpus.build", "build the A2E training corpus from registry packages"),
     ("profile", "check"): ("realtalk_bridge.face.retarget", "validate a retargeting profile"),
+    ("profile", "calibrate"): ("realtalk_bridge.face.calibrate", "suggest per-channel gains from a recording of you speaking"),
     ("face", "fit-basis"): ("realtalk_bridge.face.fit", "re-estimate the ARKit expression basis from tracked video"),
     ("prepare",): ("realtalk_bridge.video.prepare", "talking-face videos -> dataset (crops, landmarks, coefficients)"),
     ("render",): ("realtalk_bridge.render", "portrait or clip + speech -> talking-face video"),

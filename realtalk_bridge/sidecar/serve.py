@@ -24,6 +24,20 @@ DEFAULTS = {
 }
 
 
+def _plugin_defaults() -> dict:
+    """The bridges' and the non-verbal layer's options, so the config file may set them too."""
+    out = {}
+    for module in ("realtalk_bridge.bridges", "realtalk_bridge.face.nonverbal"):
+        try:
+            out.update(getattr(importlib.import_module(module), "DEFAULTS", {}))
+        except ImportError:
+            pass
+    return out
+
+
+DEFAULTS.update({k: v for k, v in _plugin_defaults().items() if k not in DEFAULTS})
+
+
 def add_arguments(p) -> None:
     p.add_argument("--pub", default=None, help=f"stream (PUB) endpoint, default {DEFAULT_PUB}")
     p.add_argument("--ctl", default=None, help=f"control (ROUTER) endpoint, default {DEFAULT_CTL}")
@@ -99,14 +113,16 @@ def make_curve_keys(directory) -> tuple[Path, Path]:
     return Path(public), Path(secret)
 
 
-def _postprocess_factory(args):
-    """A NonVerbal per stream (face/nonverbal.py), configured by its serve options."""
+def _postprocess_factory(opts):
+    """A NonVerbal per stream (face/nonverbal.py), configured by its serve options (resolved opts)."""
     from realtalk_bridge.face import nonverbal
 
     def make(stream, names, fps):
         if hasattr(nonverbal, "from_options"):
-            return nonverbal.from_options(names, args)
+            return nonverbal.from_options(names, opts)
         return nonverbal.NonVerbal(names)
+    if hasattr(nonverbal, "from_options"):
+        nonverbal.from_options((), opts)  # a bad option (emotion, switches) fails here, not in a stream
     return make
 
 
@@ -138,7 +154,7 @@ def run(args) -> int:
         from realtalk_bridge import bridges
 
         if hasattr(bridges, "make_sinks"):
-            sinks = list(bridges.make_sinks(args))
+            sinks = list(bridges.make_sinks(opts))  # command line > config file > defaults
     except ImportError:
         pass
     except ValueError as exc:  # a bad bridge option: say which
@@ -147,10 +163,15 @@ def run(args) -> int:
     post = None
     if opts["nonverbal"]:
         try:
-            post = _postprocess_factory(args)
+            post = _postprocess_factory(opts)
         except ImportError as exc:
             print(f"serve: --nonverbal needs realtalk_bridge.face.nonverbal ({exc})", file=sys.stderr)
             return 1
+        except ValueError as exc:  # a bad non-verbal option: say which
+            for s in sinks:
+                s.close()
+            print(f"serve: {exc}", file=sys.stderr)
+            return 2
     try:
         server = Server(rt, pub=opts["pub"], ctl=opts["ctl"], fps=opts["fps"], lookahead_ms=opts["lookahead_ms"],
                         idle_timeout=opts["idle_timeout"], sinks=sinks, postprocess=post,

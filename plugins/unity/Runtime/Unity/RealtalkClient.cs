@@ -1,0 +1,95 @@
+using UnityEngine;
+
+namespace RealtalkBridge.Unity
+{
+    /// <summary>Connects to a running sidecar: receives the coefficient stream on a background thread and offers the
+    /// newest frame to the main thread; `Control` sends requests (bake, push_audio, ...).</summary>
+    [AddComponentMenu("Realtalk/Realtalk Client")]
+    [DisallowMultipleComponent]
+    public sealed class RealtalkClient : MonoBehaviour, ICoefficientSource
+    {
+        [Tooltip("The sidecar's PUB endpoint (realtalk-bridge serve --pub)")]
+        public string streamEndpoint = Protocol.DefaultStreamEndpoint;
+        [Tooltip("The sidecar's ROUTER endpoint (realtalk-bridge serve --ctl)")]
+        public string controlEndpoint = Protocol.DefaultControlEndpoint;
+        [Tooltip("Only frames of this stream: 'mic', 'file', or a pushed stream's id. Empty = any stream.")]
+        public string streamId = "";
+        public bool connectOnEnable = true;
+        public bool logStateChanges = true;
+
+        /// <summary>Set before the component is enabled to use another ZeroMQ implementation (e.g. a NetMQ adapter).</summary>
+        public static ITransport TransportOverride;
+
+        StreamReceiver _rx;
+        ControlClient _ctl;
+        ConnectionState _shownState = ConnectionState.Stopped;
+
+        public ConnectionState State { get { return _rx == null ? ConnectionState.Stopped : _rx.State; } }
+        public StreamReceiver Receiver { get { return _rx; } }
+        /// <summary>One line for an inspector or HUD: state, frame counts, last error.</summary>
+        public string StatusText { get; private set; }
+
+        public ControlClient Control
+        {
+            get
+            {
+                if (_ctl == null) _ctl = new ControlClient(controlEndpoint, TransportOverride);
+                return _ctl;
+            }
+        }
+
+        void OnEnable()
+        {
+            if (connectOnEnable) Connect();
+        }
+
+        void OnDisable() { Disconnect(); }
+
+        void OnDestroy()
+        {
+            Disconnect();
+            if (_ctl != null) { _ctl.Dispose(); _ctl = null; }
+        }
+
+        public void Connect()
+        {
+            Disconnect();
+            _rx = new StreamReceiver(new StreamReceiverOptions
+            {
+                Endpoint = streamEndpoint,
+                StreamFilter = string.IsNullOrEmpty(streamId) ? null : streamId,
+                HelloEndpoint = controlEndpoint,
+            }, TransportOverride);
+            _rx.Start();
+        }
+
+        public void Disconnect()
+        {
+            if (_rx != null) { _rx.Stop(); _rx = null; }
+        }
+
+        public bool TryGetFrame(CoeffFrame dst, ref long version)
+        {
+            return _rx != null && _rx.TryGetLatest(dst, ref version);
+        }
+
+        void Update()
+        {
+            if (_rx == null) { StatusText = "stopped"; return; }
+            var st = _rx.State;
+            StatusText = st + ": " + _rx.FramesReceived + " frames, " + _rx.SeqGaps + " gaps, " + _rx.MalformedDropped + " dropped, "
+                         + _rx.LastLatencyMs.ToString("F1") + " ms"
+                         + (st == ConnectionState.Connected ? "" : " (" + _rx.LastError + ")");
+            if (logStateChanges && st != _shownState)
+            {
+                Debug.Log("[Realtalk] " + streamEndpoint + ": " + st + (st == ConnectionState.Connected ? "" : " " + _rx.LastError));
+                _shownState = st;
+            }
+            EventMessage ev;
+            while (_rx.TryDequeueEvent(out ev))
+            {
+                if (ev.Event == "source_error") Debug.LogWarning("[Realtalk] " + ev.Stream + ": " + ev.Message);
+            }
+        }
+    }
+}

@@ -1,0 +1,520 @@
+// Integration tests against real processes on loopback: the sidecar (`realtalk-bridge serve`) and, for fault
+// injection, a small pyzmq PUB peer (tests/unity_peers.py). The pytest driver (tests/test_unity_package.py) sets:
+//   REALTALK_PYTHON       python executable
+//   REALTALK_REPO         repository root (working directory of the processes)
+//   REALTALK_SERVE_ARGS   arguments that start the sidecar, with {pub} and {ctl} placeholders for the endpoints
+//   REALTALK_SPEECH_WAV   a speech recording (also given to the sidecar as --input)
+//   REALTALK_PEERS        path of tests/unity_peers.py
+// Without them the tests are ignored with a message (e.g. inside the Unity editor).
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading;
+using NUnit.Framework;
+
+namespace RealtalkBridge.Tests
+{
+    sealed class ChildProcess : IDisposable
+    {
+        Process _p;
+        readonly string _python, _args, _cwd;
+
+        public ChildProcess(string python, string args, string cwd) { _python = python; _args = args; _cwd = cwd; }
+
+        public void Start()
+        {
+            var psi = new ProcessStartInfo(_python, _args) { UseShellExecute = false, WorkingDirectory = _cwd };
+            psi.EnvironmentVariables["PYTHONUNBUFFERED"] = "1";
+            _p = Process.Start(psi);
+        }
+
+        public int Pid { get { return _p.Id; } }
+        public bool Running { get { return _p != null && !_p.HasExited; } }
+
+        public void Signal(string sig)
+        {
+            using (var k = Process.Start(new ProcessStartInfo("kill", "-" + sig + " " + _p.Id) { UseShellExecute = false })) k.WaitForExit(5000);
+        }
+
+        public void Kill()
+        {
+            if (_p == null) return;
+            try { if (!_p.HasExited) { Signal("CONT"); _p.Kill(); } } catch (Exception) { }
+            try { _p.WaitForExit(5000); } catch (Exception) { }
+            _p.Dispose();
+            _p = null;
+        }
+
+        public void Dispose() { Kill(); }
+    }
+
+    static class Env
+    {
+        public static string Need(string name)
+        {
+            string v = Environment.GetEnvironmentVariable(name);
+            if (string.IsNullOrEmpty(v)) Assert.Ignore(name + " is not set: run these tests through tests/test_unity_package.py");
+            return v;
+        }
+
+        public static int FreePort()
+        {
+            var l = new TcpListener(IPAddress.Loopback, 0);
+            l.Start();
+            int p = ((IPEndPoint)l.LocalEndpoint).Port;
+            l.Stop();
+            return p;
+        }
+
+        public static bool WaitFor(Func<bool> cond, int timeoutMs)
+        {
+            var sw = Stopwatch.StartNew();
+            while (sw.ElapsedMilliseconds < timeoutMs)
+            {
+                if (cond()) return true;
+                Thread.Sleep(20);
+            }
+            return cond();
+        }
+
+        /// <summary>16-bit PCM mono/stereo WAV -> mono floats (test helper; Unity gives samples via AudioClip).</summary>
+        public static float[] ReadWav(string path, out int sampleRate)
+        {
+            byte[] b = File.ReadAllBytes(path);
+            int pos = 12, channels = 1, bits = 16;
+            sampleRate = 0;
+            while (pos + 8 <= b.Length)
+            {
+                string id = System.Text.Encoding.ASCII.GetString(b, pos, 4);
+                int size = BitConverter.ToInt32(b, pos + 4);
+                if (id == "fmt ")
+                {
+                    channels = BitConverter.ToInt16(b, pos + 10);
+                    sampleRate = BitConverter.ToInt32(b, pos + 12);
+                    bits = BitConverter.ToInt16(b, pos + 22);
+                }
+                else if (id == "data")
+                {
+                    Assert.AreEqual(16, bits, "test wav must be 16-bit PCM");
+                    int n = Math.Min(size, b.Length - pos - 8) / (2 * channels);
+                    var x = new float[n];
+                    for (int i = 0; i < n; i++)
+                    {
+                        float s = 0;
+                        for (int c = 0; c < channels; c++) s += BitConverter.ToInt16(b, pos + 8 + 2 * (i * channels + c)) / 32768f;
+                        x[i] = s / channels;
+                    }
+                    return x;
+                }
+                pos += 8 + size + (size & 1);
+            }
+            throw new InvalidDataException("no data chunk in " + path);
+        }
+    }
+
+    [TestFixture, Category("Sidecar")]
+    public class SidecarTests
+    {
+        string _python, _repo, _serveArgs, _wav;
+        int _pub, _ctl;
+        ChildProcess _sidecar;
+        StreamReceiver _rx;
+        ControlClient _ctlClient;
+
+        [SetUp]
+        public void SetUp()
+        {
+            _python = Env.Need("REALTALK_PYTHON");
+            _repo = Env.Need("REALTALK_REPO");
+            _serveArgs = Env.Need("REALTALK_SERVE_ARGS");
+            _wav = Env.Need("REALTALK_SPEECH_WAV");
+            _pub = Env.FreePort();
+            _ctl = Env.FreePort();
+        }
+
+        [TearDown]
+        public void TearDown()
+        {
+            if (_rx != null)
+            {
+                _rx.Stop();
+                Assert.IsFalse(_rx.IsThreadAlive, "the receive thread must end on Stop");
+                Assert.AreEqual(0, _rx.ThreadFaults, "unexpected exception in the receive thread: " + _rx.LastError);
+                _rx = null;
+            }
+            if (_ctlClient != null) { _ctlClient.Dispose(); _ctlClient = null; }
+            if (_sidecar != null) { _sidecar.Kill(); _sidecar = null; }
+        }
+
+        string PubEndpoint { get { return "tcp://127.0.0.1:" + _pub; } }
+        string CtlEndpoint { get { return "tcp://127.0.0.1:" + _ctl; } }
+
+        void StartSidecar()
+        {
+            string args = _serveArgs.Replace("{pub}", PubEndpoint).Replace("{ctl}", CtlEndpoint);
+            _sidecar = new ChildProcess(_python, args, _repo);
+            _sidecar.Start();
+        }
+
+        /// <summary>Waits until the sidecar answers hello (it loads the model first).</summary>
+        StatusMessage WaitReady(int timeoutMs = 30000)
+        {
+            var sw = Stopwatch.StartNew();
+            if (_ctlClient == null) _ctlClient = new ControlClient(CtlEndpoint) { ConnectTimeoutMs = 1000, ClientName = "nunit" };
+            Exception last = null;
+            while (sw.ElapsedMilliseconds < timeoutMs)
+            {
+                Assert.IsTrue(_sidecar.Running, "the sidecar exited during start-up");
+                try { return _ctlClient.Hello(1000); }
+                catch (TransportException e) { last = e; Thread.Sleep(100); }
+            }
+            Assert.Fail("sidecar did not answer hello within " + timeoutMs + " ms: " + (last == null ? "" : last.Message));
+            return null;
+        }
+
+        StreamReceiver NewReceiver(string filter, bool hello = true)
+        {
+            return new StreamReceiver(new StreamReceiverOptions
+            {
+                Endpoint = PubEndpoint, StreamFilter = filter, HelloEndpoint = hello ? CtlEndpoint : null, BackoffMinMs = 50, BackoffMaxMs = 400, ConnectTimeoutMs = 1000,
+            });
+        }
+
+        /// <summary>Polls the mailbox like a game loop would and collects distinct frames.</summary>
+        List<CoeffFrame> Collect(StreamReceiver rx, int want, int timeoutMs)
+        {
+            var got = new List<CoeffFrame>();
+            long version = 0;
+            var sw = Stopwatch.StartNew();
+            while (got.Count < want && sw.ElapsedMilliseconds < timeoutMs)
+            {
+                var f = new CoeffFrame();
+                if (rx.TryGetLatest(f, ref version)) got.Add(f);
+                else Thread.Sleep(2);
+            }
+            return got;
+        }
+
+        [Test]
+        public void HelloReportsTheArkitLayout()
+        {
+            StartSidecar();
+            var hello = WaitReady();
+            Assert.IsNotEmpty(hello.Server);
+            Assert.IsTrue(hello.Layouts.ContainsKey("arkit52"), "hello layouts: " + string.Join(",", new List<string>(hello.Layouts.Keys).ToArray()));
+            CollectionAssert.AreEqual(Payloads.Arkit, hello.Layouts["arkit52"]);
+            _ctlClient.Ping();
+        }
+
+        [Test]
+        public void ReceivesTimedFramesFromServeInput()
+        {
+            StartSidecar();
+            _rx = NewReceiver("file");
+            _rx.Start();
+            var frames = Collect(_rx, 25, 30000);
+            Assert.GreaterOrEqual(frames.Count, 25, "frames from --input; last error: " + _rx.LastError);
+            Assert.AreEqual(0, _rx.MalformedDropped, _rx.LastError);
+            // hello taught the layout before the first frame: nothing was skipped for want of names
+            Assert.AreEqual(0, _rx.SkippedUnknownLayout);
+            var first = frames[0];
+            Assert.AreEqual("file", first.Stream);
+            Assert.AreEqual("arkit52", first.Layout);
+            Assert.IsNotNull(first.Names);
+            Assert.AreEqual(first.Names.Length, first.Count);
+            Assert.Greater(first.Fps, 0);
+            bool varies = false;
+            int jaw = Array.IndexOf(first.Names, "jawOpen");
+            Assert.GreaterOrEqual(jaw, 0);
+            double offset = first.T - first.Seq / first.Fps;
+            for (int i = 0; i < frames.Count; i++)
+            {
+                var f = frames[i];
+                if (i > 0)
+                {
+                    Assert.Greater(f.Seq, frames[i - 1].Seq, "seq must increase");
+                    Assert.GreaterOrEqual(f.Wall, frames[i - 1].Wall, "wall must not go back");
+                    if (f.Weights[jaw] != first.Weights[jaw]) varies = true;
+                }
+                // spec section 5: t = k / fps + audio_offset
+                Assert.AreEqual(offset, f.T - f.Seq / f.Fps, 1e-3, "frame " + f.Seq + " t=" + f.T);
+                for (int k = 0; k < f.Count; k++) Assert.IsFalse(float.IsNaN(f.Weights[k]) || float.IsInfinity(f.Weights[k]));
+            }
+            // frames are sent when due: on one machine the sidecar-to-client delay is small
+            Assert.Less(_rx.LastLatencyMs, 2000.0);
+            Assert.Greater(_rx.LastLatencyMs, -50.0);
+            Assert.IsTrue(varies, "jawOpen never changed over " + frames.Count + " frames of speech");
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.StatusReceived > 0; }, 3000), "no status heartbeat within 3 s");
+            Assert.AreEqual(ConnectionState.Connected, _rx.State);
+        }
+
+        [Test]
+        public void BakesAClipWithTheRightFrameCountAndTiming()
+        {
+            StartSidecar();
+            WaitReady();
+            int sr;
+            float[] samples = Env.ReadWav(_wav, out sr);
+            double duration = samples.Length / (double)sr;
+
+            var fromFile = _ctlClient.BakeFile(File.ReadAllBytes(_wav), 30, 60000);
+            Assert.AreEqual(30.0, fromFile.Fps);
+            Assert.AreEqual(52, fromFile.Names.Length);
+            Assert.AreEqual(fromFile.FrameCount * 52, fromFile.Weights.Length);
+            Assert.AreEqual(duration * 30, fromFile.FrameCount, 2.0, "frames for " + duration + " s at 30 fps");
+            Assert.GreaterOrEqual(fromFile.T0, 0.0);
+            Assert.LessOrEqual(fromFile.T0, 1.0 / 30 + 1e-6);
+
+            // raw float samples at the file's own rate give the same track (the sidecar resamples)
+            var fromF32 = _ctlClient.Bake(samples, sr, 30, 60000);
+            Assert.AreEqual(fromFile.FrameCount, fromF32.FrameCount);
+            double maxDiff = 0;
+            for (int i = 0; i < fromFile.Weights.Length; i++) maxDiff = Math.Max(maxDiff, Math.Abs(fromFile.Weights[i] - fromF32.Weights[i]));
+            Assert.Less(maxDiff, 1e-3, "f32 and file bakes of the same audio differ");
+
+            var at60 = _ctlClient.Bake(samples, sr, 60, 60000);
+            Assert.AreEqual(duration * 60, at60.FrameCount, 3.0);
+
+            // a wrong argument is a clean error reply, and the connection stays usable
+            var ex = Assert.Throws<RealtalkRequestException>(delegate
+            {
+                _ctlClient.Request(delegate (MsgPackWriter w, long id)
+                {
+                    Protocol.BeginRequest(w, "bake", id, 2);
+                    w.WriteString("audio"); w.WriteBin(new byte[] { 1, 2, 3 }, 0, 3);
+                    w.WriteString("format"); w.WriteString("mp9");
+                }, 10000);
+            });
+            Assert.AreEqual("bad_request", ex.Code);
+            _ctlClient.Ping();
+        }
+
+        [Test]
+        public void PushedAudioComesBackAsFramesOfThatStream()
+        {
+            // the path MicrophoneStreamer takes: stream_open, push_audio chunks, frames on coeffs/<id>, stream_close
+            StartSidecar();
+            WaitReady();
+            _rx = NewReceiver("unity-push");
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State == ConnectionState.Connected; }, 10000), _rx.LastError);
+            Thread.Sleep(300);   // let the subscription reach the sidecar before the first frame (slow joiner)
+            int sr;
+            float[] samples = Env.ReadWav(_wav, out sr);
+            Assert.AreEqual("unity-push", _ctlClient.StreamOpen("unity-push", 30, sr));
+            int chunk = sr / 50;   // 20 ms, at real-time pace like a microphone
+            int pushed = 0;
+            Exception pushError = null;
+            var pusher = new Thread(delegate ()
+            {
+                try
+                {
+                    var sw = Stopwatch.StartNew();
+                    for (int i = 0; i + chunk <= samples.Length && i < 2 * sr; i += chunk)
+                    {
+                        _ctlClient.PushAudio("unity-push", samples, i, chunk);
+                        Interlocked.Add(ref pushed, chunk);
+                        int ahead = (int)(1000.0 * (i + chunk) / sr - sw.ElapsedMilliseconds);
+                        if (ahead > 0) Thread.Sleep(ahead);
+                    }
+                }
+                catch (Exception e) { pushError = e; }
+            });
+            pusher.Start();
+            // the main thread polls the mailbox while audio flows, as a game loop would
+            var frames = Collect(_rx, 15, 15000);
+            pusher.Join(10000);
+            Assert.IsNull(pushError, pushError == null ? "" : pushError.Message);
+            Assert.GreaterOrEqual(frames.Count, 15, "frames of the pushed stream; last error " + _rx.LastError);
+            foreach (var f in frames)
+            {
+                Assert.AreEqual("unity-push", f.Stream);
+                Assert.AreEqual(30.0, f.Fps);
+                Assert.AreEqual(f.Seq / 30.0, f.T, 0.05, "t of frame " + f.Seq);
+                Assert.LessOrEqual(f.T, 2.0 + 1e-6, "a frame beyond the audio pushed");
+            }
+            _ctlClient.StreamClose("unity-push");
+            var ex = Assert.Throws<RealtalkRequestException>(delegate { _ctlClient.PushAudio("unity-push", samples, 0, chunk); });
+            Assert.AreEqual("unknown_stream", ex.Code);
+        }
+
+        [Test]
+        public void SurvivesASidecarRestart()
+        {
+            StartSidecar();
+            _rx = NewReceiver(null, hello: false);   // names then come only from frames and status (SPEC 3.1)
+            _rx.Start();
+            Assert.GreaterOrEqual(Collect(_rx, 5, 30000).Count, 5, "no frames before the restart: " + _rx.LastError);
+            Assert.AreEqual(0, _rx.MalformedDropped, _rx.LastError);
+            WaitReady();
+
+            _sidecar.Kill();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State != ConnectionState.Connected; }, 8000), "loss not noticed");
+            Assert.Throws<TransportException>(delegate { _ctlClient.Ping(500); });
+
+            StartSidecar();
+            long before = _rx.FramesReceived;
+            Assert.GreaterOrEqual(Collect(_rx, 5, 30000).Count, 5, "no frames after the restart: " + _rx.LastError);
+            Assert.Greater(_rx.FramesReceived, before);
+            Assert.GreaterOrEqual(_rx.Reconnects, 1);
+            WaitReady();     // the control client reconnects on its own too
+            _ctlClient.Ping();
+        }
+    }
+
+    [TestFixture]
+    public class FaultInjectionTests
+    {
+        string _python, _repo, _peers;
+        int _pub;
+        ChildProcess _peer;
+        StreamReceiver _rx;
+        int _unhandled;
+        string _unhandledText;
+
+        void OnUnhandled(object sender, UnhandledExceptionEventArgs e)
+        {
+            Interlocked.Increment(ref _unhandled);
+            _unhandledText = e.ExceptionObject.ToString();
+        }
+
+        [SetUp]
+        public void SetUp()
+        {
+            // belt and braces beside ThreadFaults: any exception escaping any thread fails the test
+            _unhandled = 0;
+            AppDomain.CurrentDomain.UnhandledException += OnUnhandled;
+            _python = Env.Need("REALTALK_PYTHON");
+            _repo = Env.Need("REALTALK_REPO");
+            _peers = Env.Need("REALTALK_PEERS");
+            _pub = Env.FreePort();
+        }
+
+        [TearDown]
+        public void TearDown()
+        {
+            if (_rx != null)
+            {
+                _rx.Stop();
+                Assert.IsFalse(_rx.IsThreadAlive);
+                _rx = null;
+            }
+            if (_peer != null) { _peer.Kill(); _peer = null; }
+            AppDomain.CurrentDomain.UnhandledException -= OnUnhandled;
+            Assert.AreEqual(0, _unhandled, _unhandledText);
+        }
+
+        void StartPeer(string mode)
+        {
+            _peer = new ChildProcess(_python, "\"" + _peers + "\" " + mode + " --pub tcp://127.0.0.1:" + _pub, _repo);
+            _peer.Start();
+        }
+
+        [Test]
+        public void MalformedMessagesAreDroppedAndTheThreadSurvives()
+        {
+            StartPeer("malformed");
+            _rx = new StreamReceiver(new StreamReceiverOptions { Endpoint = "tcp://127.0.0.1:" + _pub, BackoffMinMs = 50, StaleAfterMs = 20000 });
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.FramesReceived >= 10 && _rx.MalformedDropped >= 20; }, 20000),
+                "frames " + _rx.FramesReceived + ", dropped " + _rx.MalformedDropped + ", last error " + _rx.LastError);
+            Assert.IsTrue(_rx.IsThreadAlive);
+            Assert.AreEqual(0, _rx.ThreadFaults, _rx.LastError);
+            Assert.AreEqual(1, _rx.Connects, "malformed payloads must not cost the connection");
+            var f = new CoeffFrame();
+            long v = 0;
+            Assert.IsTrue(_rx.TryGetLatest(f, ref v));
+            Assert.AreEqual("good", f.Stream);
+            Assert.AreEqual(0.5f, f.Weights[17]);
+        }
+
+        [Test]
+        public void HeartbeatsKeepAQuietLinkAliveAndDetectAHungPeer()
+        {
+            StartPeer("silent");
+            var transport = new ZmtpTransport { HeartbeatIntervalMs = 200, HeartbeatTimeoutMs = 1200 };
+            _rx = new StreamReceiver(new StreamReceiverOptions
+            {
+                Endpoint = "tcp://127.0.0.1:" + _pub, BackoffMinMs = 50, BackoffMaxMs = 200, StaleAfterMs = 60000,
+            }, transport);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State == ConnectionState.Connected; }, 10000), _rx.LastError);
+            Thread.Sleep(3000);   // 2.5x the heartbeat timeout with no messages at all: PONGs must keep it up
+            Assert.AreEqual(ConnectionState.Connected, _rx.State, _rx.LastError);
+            Assert.AreEqual(1, _rx.Connects, _rx.LastError);
+            // freeze the peer: TCP stays open but PONGs stop, so only the heartbeat can notice
+            _peer.Signal("STOP");
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.LastError.Contains("heartbeat"); }, 5000), "last error: " + _rx.LastError);
+            _peer.Signal("CONT");
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.Reconnects >= 1 && _rx.State == ConnectionState.Connected; }, 8000), _rx.LastError);
+        }
+
+        [Test]
+        public void OversizedMessagesCostTheConnectionNotTheThread()
+        {
+            StartPeer("oversize");
+            var transport = new ZmtpTransport { MaxMessageSize = 64 * 1024 };
+            _rx = new StreamReceiver(new StreamReceiverOptions
+            {
+                Endpoint = "tcp://127.0.0.1:" + _pub, BackoffMinMs = 20, BackoffMaxMs = 50, StaleAfterMs = 20000,
+            }, transport);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.Reconnects >= 2 && _rx.FramesReceived >= 5; }, 20000),
+                "reconnects " + _rx.Reconnects + ", frames " + _rx.FramesReceived + ", last error " + _rx.LastError);
+            Assert.IsTrue(_rx.IsThreadAlive);
+            Assert.AreEqual(0, _rx.ThreadFaults, _rx.LastError);
+        }
+
+        [Test]
+        public void ControlTimeoutsRecoverAndRepliesMatchTheirRequest()
+        {
+            _peer = new ChildProcess(_python, "\"" + _peers + "\" router --ctl tcp://127.0.0.1:" + _pub, _repo);
+            _peer.Start();
+            using (var ctl = new ControlClient("tcp://127.0.0.1:" + _pub) { ConnectTimeoutMs = 500 })
+            {
+                Func<double, long, Action<MsgPackWriter, long>> req = delegate (double delay, long n)
+                {
+                    return delegate (MsgPackWriter w, long id)
+                    {
+                        Protocol.BeginRequest(w, "ping", id, 2);
+                        w.WriteString("delay"); w.WriteDouble(delay);
+                        w.WriteString("n"); w.WriteInt(n);
+                    };
+                };
+                byte[] reply = null;
+                Assert.IsTrue(Env.WaitFor(delegate
+                {
+                    try { reply = ctl.Request(req(0, 1), 500); return true; }
+                    catch (TransportException) { return false; }
+                }, 15000), "router peer did not come up");
+                Assert.AreEqual(1L, Protocol.ReadField(reply, 0, reply.Length, "echo"));
+                // a slow reply times out ...
+                Assert.Throws<TransportException>(delegate { ctl.Request(req(0.6, 2), 200); });
+                // ... and the next request gets its own reply, not the late one
+                reply = ctl.Request(req(0, 3), 2000);
+                Assert.AreEqual(3L, Protocol.ReadField(reply, 0, reply.Length, "echo"));
+                Thread.Sleep(700);
+                reply = ctl.Request(req(0, 4), 2000);
+                Assert.AreEqual(4L, Protocol.ReadField(reply, 0, reply.Length, "echo"));
+            }
+        }
+
+        [Test]
+        public void StopIsPromptWhileConnecting()
+        {
+            // nothing listens on this port: the thread is in its connect/backoff loop
+            _rx = new StreamReceiver(new StreamReceiverOptions { Endpoint = "tcp://127.0.0.1:" + _pub, BackoffMinMs = 1000 });
+            _rx.Start();
+            Thread.Sleep(300);
+            var sw = Stopwatch.StartNew();
+            _rx.Stop();
+            Assert.Less(sw.ElapsedMilliseconds, 1500);
+            Assert.IsFalse(_rx.IsThreadAlive);
+            Assert.AreEqual(ConnectionState.Stopped, _rx.State);
+            Assert.IsNotEmpty(_rx.LastError);
+        }
+    }
+}

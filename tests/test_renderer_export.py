@@ -1,0 +1,92 @@
+"""ONNX export of the renderer, parity with PyTorch, the onnxruntime RendererRuntime, bench CLI."""
+import json
+
+import numpy as np
+import pytest
+
+import torch
+
+from _renderer_synth import one_torch_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from realtalk_bridge.nets.renderer import Renderer, make_dims, save_renderer
+
+    torch.manual_seed(0)
+    m = Renderer(make_dims("tiny", n_id=14)).eval()
+    for fia in m.decoder:  # non-trivial AdaIN so the coefficient path is exercised by the parity check
+        torch.nn.init.normal_(fia.adain.affine.weight, std=0.3)
+    d = tmp_path_factory.mktemp("tiny")
+    save_renderer(d / "renderer.safetensors", m)
+    return m, d
+
+
+def test_export_cli_and_parity(tiny, capsys):
+    from realtalk_bridge.cli import main
+    from realtalk_bridge.runtime.export_renderer import parity
+
+    m, d = tiny
+    out = d / "renderer.onnx"
+    assert main(["export", "renderer", str(d / "renderer.safetensors"), "--out", str(out)]) == 0
+    assert "parity" not in capsys.readouterr().err
+    assert parity(m, out, batch=3) < 1e-4
+
+
+def test_runtime_uint8_interface_matches_torch(tiny):
+    from realtalk_bridge.runtime.export_renderer import export_model
+    from realtalk_bridge.runtime.renderer import RendererRuntime
+
+    m, d = tiny
+    path = export_model(m, d / "rt.onnx")
+    rt = RendererRuntime(path)
+    assert rt.size == 64 and rt.n_coeffs == 14 + 52 + 6 and rt.provider == "CPUExecutionProvider"
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ref = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.ones((64, 64), np.float32)
+    mask[32:] = 0
+    c = rng.uniform(0, 1, rt.n_coeffs).astype(np.float32)
+    out = rt(src, mask, ref, c)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[:32], src[:32])
+    with torch.no_grad():
+        t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1
+        want = m(t(src), torch.from_numpy(mask)[None, None], t(ref), torch.from_numpy(c)[None])
+    want = ((want[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
+    assert np.abs(out.astype(int) - want).max() <= 1
+    batch = rt(np.stack([src, ref]), np.stack([mask, mask]), np.stack([ref, ref]), np.stack([c, c]))
+    assert batch.shape == (2, 64, 64, 3) and np.array_equal(batch[0], out)
+    with pytest.raises(ValueError, match="coefficients"):
+        rt(src, mask, ref, c[:10])
+    with pytest.raises(ValueError, match="64x64"):
+        rt(np.zeros((32, 32, 3), np.uint8), mask, ref, c)
+
+
+def test_runtime_rejects_other_files(tmp_path):
+    from realtalk_bridge.runtime.renderer import RendererRuntime
+
+    with pytest.raises(ValueError, match="not found"):
+        RendererRuntime(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="cannot load renderer model"):
+        RendererRuntime(bad)
+
+
+def test_bench_cli_writes_json_and_png(tmp_path):
+    from realtalk_bridge.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "renderer", "--config", "tiny", "--out", str(out), "--iters", "5", "--warmup", "1"]) == 0
+    r = json.loads(out.read_text())
+    for k in ("ms_per_frame_median", "fps", "params", "provider"):
+        assert k in r
+    assert r["provider"] == "CPUExecutionProvider" and r["params"] > 50_000 and len(r["times_ms"]) == 5
+    assert r["fps"] == pytest.approx(1000 / r["ms_per_frame_median"], rel=0.01)
+    assert out.with_suffix(".png").stat().st_size > 1000

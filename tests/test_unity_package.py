@@ -1,0 +1,180 @@
+"""The Unity package's tests, driven from pytest (no Unity editor exists here).
+
+- The engine-free core (plugins/unity/Runtime/Core) is compiled with Debian `mcs` (C# 7.2) and its NUnit tests
+  run under `nunit-console` (NUnit 2.6.4); we assert on the NUnit XML result.
+- The integration fixtures start real processes: the sidecar (`python -m realtalk_bridge serve --input speech.wav`)
+  and a pyzmq fault-injection peer (tests/unity_peers.py).
+- The Unity-facing scripts (Runtime/Unity, Editor, Samples~) are only *compiled*, against the small UnityEngine /
+  UnityEditor stub in plugins/unity/Tests/Stubs~, to catch errors; they are not run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "plugins" / "unity"
+NUNIT_DIR = Path("/usr/lib/cli/nunit.framework-2.6.3")
+VECTORS = REPO / "protocol" / "vectors"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mcs") is None or shutil.which("nunit-console") is None or not (NUNIT_DIR / "nunit.framework.dll").exists(),
+    reason="needs Debian mono-mcs, nunit-console and libnunit-cil-dev (CI installs them from .ci/apt-packages.txt)",
+)
+
+
+def _cs(*dirs: Path) -> list[str]:
+    files: list[str] = []
+    for d in dirs:
+        files += sorted(str(p) for p in d.rglob("*.cs"))
+    return files
+
+
+def _mcs(out: Path, sources: list[str], refs: list[str] = (), target: str = "library") -> None:
+    cmd = ["mcs", "-langversion:7.2", "-warnaserror+", "-nowarn:1591", f"-target:{target}", f"-out:{out}", "-nologo"]
+    cmd += [f"-r:{r}" for r in refs] + sources
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"mcs failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("unity-build")
+    core = out / "RealtalkBridge.Core.dll"
+    _mcs(core, _cs(PKG / "Runtime" / "Core"))
+    tests = out / "RealtalkBridge.Core.Tests.dll"
+    _mcs(tests, _cs(PKG / "Tests" / "Core"), [str(core), str(NUNIT_DIR / "nunit.framework.dll")])
+    return {"dir": out, "core": core, "tests": tests}
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    """Speech synthesised here with flite (16-bit PCM WAV), else the repo's examples/speech/hello.wav."""
+    path = tmp_path_factory.mktemp("unity-audio") / "speech.wav"
+    text = ("The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore, "
+            "and the shells she sells are surely sea shells.")
+    if shutil.which("flite"):
+        subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True, capture_output=True, timeout=60)
+        return path
+    sample = REPO / "examples" / "speech" / "hello.wav"
+    if sample.is_file():
+        return sample
+    pytest.skip("needs flite (Debian) to synthesise test speech")
+
+
+def _nunit(build: dict[str, Path], env_extra: dict[str, str], *selectors: str, timeout: int = 120) -> ET.Element:
+    xml = build["dir"] / f"result-{abs(hash(selectors))}.xml"
+    env = dict(os.environ)
+    env.update(env_extra)
+    cmd = ["nunit-console", "-nologo", "-noshadow", f"-xml={xml}", str(build["tests"]), *selectors]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=build["dir"])
+    assert xml.exists(), f"nunit-console wrote no result (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    root = ET.parse(xml).getroot()
+    failures = [
+        f"{tc.get('name')}: {(tc.findtext('failure/message') or '').strip()}"
+        for tc in root.iter("test-case")
+        if tc.get("executed") == "True" and tc.get("success") != "True"
+    ]
+    ignored = [f"{tc.get('name')}: {(tc.findtext('reason/message') or '').strip()}"
+               for tc in root.iter("test-case") if tc.get("executed") != "True"]
+    assert not failures, "NUnit failures:\n" + "\n".join(failures) + "\n" + proc.stdout[-3000:]
+    assert not ignored, "NUnit tests did not run:\n" + "\n".join(ignored)
+    return root
+
+
+def _ran(root: ET.Element) -> set[str]:
+    return {tc.get("name").rsplit(".", 2)[-2] + "." + tc.get("name").rsplit(".", 1)[-1]
+            for tc in root.iter("test-case") if tc.get("executed") == "True"}
+
+
+def test_core_unit_and_fault_injection(build):
+    env = {"REALTALK_PYTHON": sys.executable, "REALTALK_REPO": str(REPO), "REALTALK_PEERS": str(REPO / "tests" / "unity_peers.py")}
+    root = _nunit(build, env, "-exclude=Sidecar,Vectors")
+    ran = _ran(root)
+    for name in ("MsgPackTests.TruncatedAndHostileInputThrowsMsgPackExceptionOnly",
+                 "ZmtpFramingTests.FramesSurviveOneByteReads",
+                 "BlendshapeMapTests.CommonSpellingsMatchArkitNames",
+                 "FaultInjectionTests.MalformedMessagesAreDroppedAndTheThreadSurvives",
+                 "FaultInjectionTests.HeartbeatsKeepAQuietLinkAliveAndDetectAHungPeer",
+                 "FaultInjectionTests.OversizedMessagesCostTheConnectionNotTheThread",
+                 "FaultInjectionTests.ControlTimeoutsRecoverAndRepliesMatchTheirRequest"):
+        assert name in ran, f"{name} did not run; ran: {sorted(ran)}"
+
+
+def _compile_unity_side(out: Path, core: Path) -> None:
+    stubs = PKG / "Tests" / "Stubs~"
+    engine, editor = out / "UnityEngine.dll", out / "UnityEditor.dll"
+    _mcs(engine, [str(stubs / "UnityEngine.cs")])
+    _mcs(editor, [str(stubs / "UnityEditor.cs")], [str(engine)])
+    runtime = out / "RealtalkBridge.Unity.dll"
+    # UNITY_EDITOR on: the editor-only branches must compile too
+    _mcs(runtime, _cs(PKG / "Runtime" / "Unity") + ["-define:UNITY_EDITOR"], [str(engine), str(editor), str(core)])
+    _mcs(out / "RealtalkBridge.Unity.Player.dll", _cs(PKG / "Runtime" / "Unity"), [str(engine), str(core)])
+    _mcs(out / "RealtalkBridge.Editor.dll", _cs(PKG / "Editor"), [str(engine), str(editor), str(core), str(runtime)])
+    _mcs(out / "RealtalkBridge.Samples.dll", _cs(PKG / "Samples~"), [str(engine), str(core), str(runtime)])
+
+
+def test_unity_scripts_compile_against_stub(build):
+    """Compile-only: Runtime/Unity, Editor and Samples~ against the UnityEngine/UnityEditor stub."""
+    _compile_unity_side(build["dir"], build["core"])
+
+
+def test_core_uses_no_engine_types():
+    for path in (PKG / "Runtime" / "Core").glob("*.cs"):
+        text = path.read_text()
+        assert "UnityEngine" not in text and "UnityEditor" not in text, f"{path.name} must stay engine-free"
+        # IL2CPP: no reflection-driven serialisation in the core
+        assert "System.Reflection" not in text and "GetType().GetField" not in text, path.name
+
+
+def test_package_layout_and_meta_files():
+    manifest = json.loads((PKG / "package.json").read_text())
+    assert re.fullmatch(r"com\.[a-z0-9-]+\.[a-z0-9.-]+", manifest["name"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["version"])
+    for sample in manifest["samples"]:
+        assert (PKG / sample["path"]).is_dir(), sample
+    core = json.loads((PKG / "Runtime" / "Core" / "RealtalkBridge.Core.asmdef").read_text())
+    assert core["noEngineReferences"] is True
+    editor = json.loads((PKG / "Editor" / "RealtalkBridge.Editor.asmdef").read_text())
+    assert editor["includePlatforms"] == ["Editor"]
+    proc = subprocess.run([sys.executable, str(PKG / "Tools~" / "make_meta.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    guids = [re.search(r"^guid: ([0-9a-f]{32})$", m.read_text(), re.M).group(1) for m in PKG.rglob("*.meta")]
+    assert len(guids) == len(set(guids)), "duplicate GUIDs"
+
+
+@pytest.mark.skipif(not VECTORS.is_dir() or not any(VECTORS.glob("*.msgpack")),
+                    reason="protocol/vectors/ is not on this branch yet (golden vectors come from the sidecar work)")
+def test_core_decodes_golden_vectors(build):
+    _nunit(build, {"REALTALK_VECTORS": str(VECTORS)}, "-run=RealtalkBridge.Tests.GoldenVectorTests")
+
+
+SERVE = REPO / "realtalk_bridge" / "sidecar" / "serve.py"
+DEFAULT_MODEL = REPO / "models" / "a2e" / "default.onnx"
+
+
+@pytest.fixture(scope="module")
+def serve_model(request) -> Path:
+    """The shipped A2E model when present, else the real tiny model the A2E tests train (conftest tiny_a2e_onnx)."""
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
+    return request.getfixturevalue("tiny_a2e_onnx")
+
+
+@pytest.mark.skipif(not SERVE.exists(), reason="the sidecar (realtalk_bridge/sidecar/serve.py) is not on this branch yet")
+def test_core_against_real_sidecar(build, speech_wav, serve_model):
+    """Stream frames from `serve --input`, bake clips, survive a sidecar restart: all against the real process."""
+    serve_args = (f'-m realtalk_bridge serve --no-mic --loop --input "{speech_wav}" --model "{serve_model}" '
+                  "--pub {pub} --ctl {ctl} --log-level warning")
+    env = {"REALTALK_PYTHON": sys.executable, "REALTALK_REPO": str(REPO), "REALTALK_SERVE_ARGS": serve_args,
+           "REALTALK_SPEECH_WAV": str(speech_wav)}
+    root = _nunit(build, env, "-run=RealtalkBridge.Tests.SidecarTests", timeout=240)
+    assert len(_ran(root)) >= 5
