@@ -1,5 +1,4 @@
 """Preferences, scene settings and operators."""
-from __future__ import annotations
 
 import os
 

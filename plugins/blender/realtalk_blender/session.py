@@ -6,7 +6,6 @@ State lives here, in Python, not in bpy properties: sockets and frame buffers ar
 from __future__ import annotations
 
 import os
-import time
 from array import array
 
 import bpy

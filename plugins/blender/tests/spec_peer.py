@@ -16,7 +16,6 @@ import math
 import re
 import sys
 import time
-from array import array
 
 import msgpack
 import numpy as np

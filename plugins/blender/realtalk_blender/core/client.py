@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import sys
 import time
 import wave
 from array import array
@@ -308,7 +309,6 @@ def read_wav_s16(path: str) -> tuple[bytes, int, float]:
     a.frombytes(raw[: len(raw) // 2 * 2])
     if ch > 1:
         a = array("h", (sum(a[i:i + ch]) // ch for i in range(0, len(a) - ch + 1, ch)))
-    import sys
     if sys.byteorder == "big":
         a.byteswap()
     return a.tobytes(), sr, len(a) / sr
