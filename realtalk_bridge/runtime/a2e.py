@@ -21,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from realtalk_bridge.assets import MODELS_ENV, model_path
+
 META_KEY = "realtalk_a2e"
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "a2e" / "default.onnx"
+# resolved once at import: $REALTALK_MODELS, the wheel's copy, or the source tree (realtalk_bridge/assets.py)
+DEFAULT_MODEL = model_path("a2e", "default.onnx")
 OUTPUT_FPS = (25, 30, 50, 60)
 MAX_LOOKAHEAD_MS = 600.0
 
@@ -48,7 +51,7 @@ class A2ERuntime:
                     f"no default A2E model at {path}. Train and export one "
                     "(`realtalk-bridge train a2e --data DIR --out RUN` then "
                     "`realtalk-bridge export a2e RUN/best.safetensors --out FILE.onnx`) and pass its path, "
-                    "or install a release that ships models/a2e/default.onnx.")
+                    f"or set {MODELS_ENV} to a folder holding a2e/default.onnx.")
             raise FileNotFoundError(f"no A2E model at {path}")
         available = ort.get_available_providers()
         if providers is None:
