@@ -143,7 +143,7 @@ def check_result(res, speech, kind):
     assert speaking.sum() > 20 and silent.sum() > 10
     # the test peer opens the mouth with the RMS envelope; a real A2E model less literally and less wide
     # (measured JawOpen speaking vs silent, r with the envelope: tiny test model 0.53 vs 0.05, r = 0.86;
-    # the candidate default model 0.18 vs 0.05, r = 0.75)
+    # the shipped models/a2e/default.onnx 0.18 vs 0.05, r = 0.75)
     margin, min_r = (0.2, 0.5) if kind == "peer" else (0.05, 0.4)
     assert res["server"].startswith("spec-peer" if kind == "peer" else "realtalk-bridge"), res["server"]
     assert jaw[speaking].mean() > jaw[silent].mean() + margin, (jaw[speaking].mean(), jaw[silent].mean())
