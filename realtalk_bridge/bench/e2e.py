@@ -157,6 +157,20 @@ def _lost(rows, expected: dict[str, int]) -> int:
     return lost
 
 
+def _model_id(model) -> dict:
+    """Name and content hash of the model benched (paths differ between machines; the hash does not)."""
+    import hashlib
+
+    from realtalk_bridge.runtime.a2e import DEFAULT_MODEL
+
+    path = Path(model) if model else DEFAULT_MODEL
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        digest = None
+    return {"model": path.name, "model_sha256": digest}
+
+
 def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, duration=60.0, clients=8,
               subscribers=16) -> dict:
     from realtalk_bridge.audio import load_audio
@@ -224,7 +238,7 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
     received = sum(len(col.rows) for col in collectors)
     target = lookahead_ms + 30.0
     return {
-        "mode": "soak" if soak else "single", "model": str(model) if model else "default", "audio": str(audio_path),
+        "mode": "soak" if soak else "single", **_model_id(model), "audio": Path(audio_path).name,
         "fps": fps, "lookahead_ms": lookahead_ms, "chunk_ms": chunk_ms, "clients": n_push, "subscribers": n_sub,
         "duration_s": round(wall, 2), "frames_expected": int(sum(expected.values()) * n_sub),
         "frames_received": int(received), "frames_lost": int(lost),

@@ -70,6 +70,7 @@ def add_arguments(p) -> None:
 
 
 def load_config(path) -> dict:
+    """Read a TOML config: any key of DEFAULTS (serve's own, the bridges' and the non-verbal layer's)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -99,7 +100,8 @@ def resolve(args) -> dict:
         opts.update(load_config(args.config))
     for k in DEFAULTS:
         v = getattr(args, k, None)
-        if v is not None:
+        # None: not on the command line; False from a store_true flag (e.g. --vmc-head) means the same
+        if v is not None and not (v is False and isinstance(DEFAULTS[k], bool)):
             opts[k] = v
     return opts
 

