@@ -5,6 +5,7 @@ loops); each rendered face crop is pasted back into the full frame and the speec
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,14 @@ def run(args) -> int:
     from realtalk_bridge.video.driver import FaceDriver
 
     try:
+        # the cheap checks first, so a typo fails at once and before any progress bar
+        for flag, path in (("--image", args.image), ("--video", args.video)):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{flag} {path}: no such file")
+        if shutil.which("ffmpeg") is None:
+            raise RuntimeError("ffmpeg is needed to write video (Debian: apt-get install ffmpeg)")
+        frames = source_frames(args)
+        first = next(frames)  # an unreadable image or clip fails here
         audio = load_audio(args.audio)
         n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * FPS))
         runtime = load_runtime(args.renderer)
@@ -161,11 +170,12 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 2
+    frames = itertools.chain([first], frames)
     n = min(n_frames, len(expr))  # as long as the speech (or the given coefficients, when shorter)
     tmp = Path(tempfile.mkdtemp(prefix="realtalk-render-"))
     wav = tmp / "speech.wav"
     sf.write(str(wav), audio, SAMPLE_RATE)
-    writer, frames, last, missing = None, source_frames(args), None, 0
+    writer, last, missing = None, None, 0
     try:
         for k in tqdm(range(n), desc="render", disable=args.quiet):
             rgb = next(frames)

@@ -3,6 +3,7 @@
 Real runs of the command line (subprocesses where the failure needs a fresh interpreter)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -106,3 +107,18 @@ def test_render_coeffs_reads_a_bake_track(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="want an 'expr'"):
         load_coeffs(tmp_path / "other.npz")
+
+
+def test_render_checks_its_inputs_before_working(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    from realtalk_bridge.cli import main
+
+    base = ["render", "--audio", str(HELLO), "--renderer", str(tmp_path / "r.onnx"), "--out", str(tmp_path / "o.mp4")]
+    assert main([*base, "--image", str(tmp_path / "nope.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"render: --image {tmp_path / 'nope.png'}: no such file"
+    if importlib.util.find_spec("cv2") is not None:
+        (tmp_path / "notes.png").write_text("not an image")
+        assert main([*base, "--image", str(tmp_path / "notes.png")]) == 2
+        assert capsys.readouterr().err.strip() == f"render: cannot read image {tmp_path / 'notes.png'}"
+    assert not (tmp_path / "o.mp4").exists()
