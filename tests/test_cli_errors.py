@@ -122,3 +122,17 @@ def test_render_checks_its_inputs_before_working(tmp_path, capsys):
         assert main([*base, "--image", str(tmp_path / "notes.png")]) == 2
         assert capsys.readouterr().err.strip() == f"render: cannot read image {tmp_path / 'notes.png'}"
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_prepare_writes_nothing_for_bad_input(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    from realtalk_bridge.cli import main
+
+    assert main(["prepare", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "ds"), "--quiet"]) == 2
+    assert "no such file" in capsys.readouterr().err and not (tmp_path / "ds").exists()
+    (tmp_path / "notes.mp4").write_text("not a video")
+    assert main(["prepare", str(tmp_path / "notes.mp4"), "--out", str(tmp_path / "ds"), "--quiet"]) == 1
+    assert "cannot open video" in capsys.readouterr().err
+    assert not (tmp_path / "ds" / "manifest.json").exists()  # no dataset that looks valid
+    assert main(["prepare", str(tmp_path / "notes.mp4"), "--out", str(tmp_path / "notes.mp4")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
