@@ -150,3 +150,15 @@ def test_config_file_options_and_plugin_options(tmp_path):
     cfg.write_text("lookahead_ms = 'soon'\n")
     with pytest.raises(ValueError, match="lookahead_ms must be float"):
         serve.resolve(parser.parse_args(["--config", str(cfg)]))
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--lookahead-ms", "-5"], "lookahead_ms must be in [0, 600]"),
+    (["--lookahead-ms", "900"], "lookahead_ms must be in [0, 600]"),
+    (["--emotion", "happy"], "--emotion needs --nonverbal"),
+])
+def test_serve_refuses_bad_values_at_start(flags, words, a2e_model):
+    r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "serve", "--no-mic", "--model", str(a2e_model),
+                        "--pub", "tcp://127.0.0.1:0", "--ctl", "tcp://127.0.0.1:0"] + flags,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and words in r.stderr, r.stderr

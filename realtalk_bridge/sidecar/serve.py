@@ -92,7 +92,21 @@ def resolve(args) -> dict:
         # None: not on the command line; False from a store_true flag (e.g. --vmc-head) means the same
         if v is not None and not (v is False and isinstance(DEFAULTS[k], bool)):
             opts[k] = v
+    _check(opts)
     return opts
+
+
+def _check(opts: dict) -> None:
+    """Refuse values that would otherwise only fail later, per stream, or be silently ignored."""
+    from realtalk_bridge.runtime.a2e import MAX_LOOKAHEAD_MS, OUTPUT_FPS
+
+    if opts["fps"] not in OUTPUT_FPS:
+        raise ValueError(f"fps must be one of {OUTPUT_FPS}, got {opts['fps']!r}")
+    la = opts["lookahead_ms"]
+    if isinstance(la, bool) or not isinstance(la, (int, float)) or not 0 <= la <= MAX_LOOKAHEAD_MS:
+        raise ValueError(f"lookahead_ms must be in [0, {MAX_LOOKAHEAD_MS:g}], got {la!r}")
+    if opts.get("emotion") and not opts["nonverbal"]:
+        raise ValueError("--emotion needs --nonverbal (the emotion overlay is part of the non-verbal layer)")
 
 
 def make_curve_keys(directory) -> tuple[Path, Path]:
