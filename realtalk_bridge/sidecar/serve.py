@@ -191,7 +191,7 @@ def run(args) -> int:
     def on_signal(signum, frame):
         log.info("signal %d: stopping", signum)
         for s in sources:
-            s._stop.set()
+            s._stop.set()  # no join inside a signal handler
         server.stop(timeout=0)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -209,8 +209,6 @@ def run(args) -> int:
         server.run()  # returns after stop(); flushes and closes streams, sinks and sockets
     finally:
         for s in sources:
-            s._stop.set()
-        for s in sources:
-            s.thread.join(3)
+            s.stop(timeout=3)
     print("realtalk-bridge serve: stopped", flush=True)
     return 0

@@ -20,7 +20,27 @@ log = logging.getLogger("realtalk_bridge.sidecar")
 CHUNK_S = 0.02  # 20 ms chunks: small enough for latency, large enough to keep the loop cheap
 
 
-class FileSource:
+class _Source:
+    """A thread that feeds one stream of the server; `stop()` ends it."""
+
+    def __init__(self, stream: str):
+        self.stream = stream
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"source-{stream}", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class FileSource(_Source):
     """Plays a file into stream `file` at real-time speed (optionally looping)."""
 
     def __init__(self, server, path, loop: bool = False, stream: str = "file", chunk_s: float = CHUNK_S,
@@ -30,19 +50,10 @@ class FileSource:
         self.audio = load_audio(path)  # ValueError with the file name if unreadable
         if self.audio.size == 0:
             raise ValueError(f"{path} holds no audio")
-        self.server, self.path, self.loop, self.stream = server, path, loop, stream
+        super().__init__(stream)
+        self.server, self.path, self.loop = server, path, loop
         self.chunk = max(1, int(chunk_s * 16000))
         self.speed = speed
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"source-{stream}", daemon=True)
-
-    def start(self) -> "FileSource":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(5)
 
     def _run(self) -> None:
         feeder = self.server.feeder()
@@ -69,24 +80,15 @@ class FileSource:
             feeder.close()
 
 
-class MicSource:
+class MicSource(_Source):
     """Default (or chosen) input device via sounddevice/PortAudio into stream `mic`. On any device error:
     a `source_error` event, then a retry every `retry_s` seconds; `source_recovered` when it works again."""
 
     def __init__(self, server, device=None, stream: str = "mic", retry_s: float = 2.0, chunk_s: float = CHUNK_S):
-        self.server, self.device, self.stream, self.retry_s = server, device, stream, retry_s
+        super().__init__(stream)
+        self.server, self.device, self.retry_s = server, device, retry_s
         self.chunk_s = chunk_s
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"source-{stream}", daemon=True)
         self.errors = 0
-
-    def start(self) -> "MicSource":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(5)
 
     def _run(self) -> None:
         feeder = self.server.feeder()
