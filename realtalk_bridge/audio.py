@@ -38,8 +38,15 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray
 
 def load_audio(path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as float32 mono at `sr`. Raises ValueError naming the file on failure."""
+    import os
+
     import soundfile as sf
 
+    # libsndfile says "System error." for these; say what is wrong
+    if not os.path.exists(path):
+        raise ValueError(f"cannot read audio file {path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"cannot read audio file {path}: it is a folder")
     try:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types; the caller wants one clear message

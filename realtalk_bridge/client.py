@@ -53,7 +53,8 @@ def _curve(sock, server_public_key: bytes | None) -> None:
 
 class Client:
     """Requests over a DEALER socket. Each call waits for its reply (matched by `id`) up to `timeout`
-    seconds; on timeout the socket is recreated (the sidecar may have restarted) and TimeoutError raised."""
+    seconds; on timeout the socket is recreated (the sidecar may have restarted) and TimeoutError raised.
+    Like its ZeroMQ socket, a Client belongs to one thread: give each thread its own."""
 
     def __init__(self, ctl: str = DEFAULT_CTL, timeout: float = 5.0, name: str = "realtalk-bridge-python",
                  server_public_key: bytes | None = None, context: zmq.Context | None = None):

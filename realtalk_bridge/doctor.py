@@ -41,6 +41,18 @@ def check_onnxruntime():
     except Exception:
         return "fail", "onnxruntime missing", "pip install onnxruntime"
     providers = ort.get_available_providers()
+    from importlib import metadata
+
+    installed = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            installed.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if len(installed) == 2:  # they share one module folder and break each other
+        return "fail", "both onnxruntime and onnxruntime-gpu are installed", (
+            "pip uninstall -y onnxruntime onnxruntime-gpu, then install exactly one of them")
     return "ok", f"onnxruntime providers: {', '.join(providers)}", ""
 
 

@@ -5,6 +5,7 @@ loops); each rendered face crop is pasted back into the full frame and the speec
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--audio", required=True, help="speech (wav/flac/ogg)")
     p.add_argument("--renderer", required=True, help="renderer .onnx (from `export renderer`) or .safetensors checkpoint")
     p.add_argument("--a2e", default=None, help="A2E .onnx (default: the shipped model)")
-    p.add_argument("--coeffs", default=None, help="instead of A2E: an .npz with `expr` (n, 52) ARKit weights at 25 fps")
+    p.add_argument("--coeffs", default=None, help="instead of A2E: a `bake --out X.npz` track, or an .npz with `expr` (n, 52) ARKit weights at 25 fps")
     p.add_argument("--lookahead-ms", type=float, default=80.0)
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--crf", type=int, default=18)
@@ -50,18 +51,44 @@ def load_runtime(path, providers=None):
     return RendererRuntime(path, providers)
 
 
+def load_coeffs(path) -> np.ndarray:
+    """(n, 52) ARKit weights at 25 fps from an .npz: `expr` (n, 52) at 25 fps (a dataset clip), or a
+    `bake --out X.npz` track (`weights`, `names`, `fps`), reordered by name and resampled to 25 fps."""
+    import zipfile
+
+    from realtalk_bridge.bake import resample_track
+    from realtalk_bridge.face.arkit import ARKIT_NAMES
+    from realtalk_bridge.video.driver import to_arkit
+
+    if not Path(path).is_file():
+        raise ValueError(f"--coeffs {path}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would take other files for pickles and say so
+        raise ValueError(f"--coeffs {path}: not an .npz file")
+    with np.load(path, allow_pickle=False) as z:
+        if "expr" in z.files:
+            expr = np.asarray(z["expr"], np.float32)
+            if expr.ndim != 2 or expr.shape[1] != len(ARKIT_NAMES):
+                raise ValueError(f"{path}: 'expr' must be (n, 52), got {expr.shape}")
+            return expr
+        if not {"weights", "names", "fps"} <= set(z.files):
+            raise ValueError(f"{path}: want an 'expr' (n, 52) array at 25 fps, or a `bake` track "
+                             f"('weights', 'names', 'fps'); found {sorted(z.files)}")
+        w, names, fps = np.asarray(z["weights"], np.float32), [str(n) for n in z["names"]], float(z["fps"])
+    if w.ndim != 2 or w.shape[1] != len(names) or not 1 <= fps <= 240:
+        raise ValueError(f"{path}: 'weights' {w.shape} does not match {len(names)} names at {fps:g} fps")
+    if not set(names) & set(ARKIT_NAMES):
+        raise ValueError(f"{path}: no ARKit-52 names in the track")
+    w = np.stack([to_arkit(names, row) for row in w]) if len(w) else np.zeros((0, len(ARKIT_NAMES)), np.float32)
+    n_out = int(round(len(w) * FPS / fps))
+    return resample_track(w, fps, FPS, n_out)
+
+
 def expressions(args, n_audio_frames: int, audio: np.ndarray) -> np.ndarray:
     from realtalk_bridge.face.arkit import ARKIT_NAMES
     from realtalk_bridge.video.driver import to_arkit
 
     if args.coeffs:
-        with np.load(args.coeffs, allow_pickle=False) as z:
-            if "expr" not in z.files:
-                raise ValueError(f"{args.coeffs} has no 'expr' array")
-            expr = np.asarray(z["expr"], np.float32)
-        if expr.ndim != 2 or expr.shape[1] != len(ARKIT_NAMES):
-            raise ValueError(f"{args.coeffs}: 'expr' must be (n, 52), got {expr.shape}")
-        return expr
+        return load_coeffs(args.coeffs)
     from realtalk_bridge.runtime.a2e import A2ERuntime, infer_offline
 
     rt = A2ERuntime(args.a2e)
@@ -127,6 +154,14 @@ def run(args) -> int:
     from realtalk_bridge.video.driver import FaceDriver
 
     try:
+        # the cheap checks first, so a typo fails at once and before any progress bar
+        for flag, path in (("--image", args.image), ("--video", args.video)):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{flag} {path}: no such file")
+        if shutil.which("ffmpeg") is None:
+            raise RuntimeError("ffmpeg is needed to write video (Debian: apt-get install ffmpeg)")
+        frames = source_frames(args)
+        first = next(frames)  # an unreadable image or clip fails here
         audio = load_audio(args.audio)
         n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * FPS))
         runtime = load_runtime(args.renderer)
@@ -135,11 +170,12 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 2
+    frames = itertools.chain([first], frames)
     n = min(n_frames, len(expr))  # as long as the speech (or the given coefficients, when shorter)
     tmp = Path(tempfile.mkdtemp(prefix="realtalk-render-"))
     wav = tmp / "speech.wav"
     sf.write(str(wav), audio, SAMPLE_RATE)
-    writer, frames, last, missing = None, source_frames(args), None, 0
+    writer, last, missing = None, None, 0
     try:
         for k in tqdm(range(n), desc="render", disable=args.quiet):
             rgb = next(frames)

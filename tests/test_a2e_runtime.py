@@ -186,3 +186,19 @@ def test_runtime_needs_no_torch(tiny_a2e_onnx):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_arkit_weights_stay_in_0_1_offline_and_streaming(tiny_a2e_onnx):
+    """Rigs get blendshape weights in 0..1 even where the linear decoder overshoots (loud noise here)."""
+    rt = A2ERuntime(tiny_a2e_onnx)
+    assert rt.layout == "arkit52" and rt.value_range == (0.0, 1.0)
+    x = np.random.default_rng(1).uniform(-1, 1, 16000).astype(np.float32)
+    off = infer_offline(rt, x, fps=30)
+    rt.value_range = None
+    unclamped = infer_offline(rt, x, fps=30)
+    rt.value_range = (0.0, 1.0)
+    st = A2EStream(rt, fps=30)
+    streamed = np.stack([f.weights for c in range(0, len(x), 320) for f in st.push(x[c:c + 320])]
+                        + [f.weights for f in st.flush()])
+    np.testing.assert_array_equal(off, np.clip(unclamped, 0.0, 1.0))
+    np.testing.assert_array_equal(off, streamed)

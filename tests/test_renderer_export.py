@@ -90,3 +90,35 @@ def test_bench_cli_writes_json_and_png(tmp_path):
     assert r["provider"] == "CPUExecutionProvider" and r["params"] > 50_000 and len(r["times_ms"]) == 5
     assert r["fps"] == pytest.approx(1000 / r["ms_per_frame_median"], rel=0.01)
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_bench_cli_on_an_export_needs_no_torch_or_onnx(tiny, tmp_path):
+    # a core install (onnxruntime only) benchmarks an exported model; the size comes from its metadata
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from realtalk_bridge.nets.renderer import count_params
+    from realtalk_bridge.runtime.export_renderer import export_model
+    from realtalk_bridge.runtime.renderer import RendererRuntime
+
+    m, d = tiny
+    path = export_model(m, tmp_path / "r.onnx")
+    assert RendererRuntime(path).params == count_params(m)
+    out = tmp_path / "bench.json"
+    root = Path(__file__).resolve().parents[1]
+    code = ("import importlib.abc, sys\n"
+            "class B(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.partition('.')[0] in ('torch', 'onnx', 'cv2', 'mediapipe'):\n"
+            "            raise ModuleNotFoundError(name, name=name)\n"
+            "sys.meta_path.insert(0, B())\n"
+            "from realtalk_bridge.cli import main\n"
+            f"sys.exit(main(['bench', 'renderer', '--model', {str(path)!r}, '--out', {str(out)!r}, "
+            "'--iters', '3', '--warmup', '1', '--threads', '1']))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["params"] == count_params(m) and res["config"] == "model" and len(res["times_ms"]) == 3

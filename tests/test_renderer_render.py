@@ -240,3 +240,52 @@ def test_renderer_sink_inside_the_real_sidecar_server(media, tiny_a2e_onnx):
         sub.close(0)
         srv.stop()
     assert sink.errors == 0, sink.last_error
+
+
+def test_serve_render_publishes_video_frames(media, tiny_a2e_onnx, tmp_path):
+    """`realtalk-bridge serve --render` as a user runs it: a real subprocess, video/<stream> JPEGs on its PUB."""
+    import os
+    import sys
+
+    import cv2
+    import zmq
+
+    from _sidecar_util import free_port
+    from realtalk_bridge.sidecar.messages import decode, validate_stream
+
+    pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    cfg = tmp_path / "sidecar.toml"
+    cfg.write_text(f'render_quality = 70\nrender_image = "{media["image"]}"\n')  # render options from the config file
+    proc = subprocess.Popen([sys.executable, "-m", "realtalk_bridge", "serve", "--no-mic", "--loop",
+                             "--input", str(media["speech"]), "--model", str(tiny_a2e_onnx), "--fps", "25",
+                             "--render", str(media["onnx"]), "--config", str(cfg), "--pub", pub, "--ctl", ctl],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    try:
+        sub.connect(pub)
+        sub.setsockopt(zmq.SUBSCRIBE, b"video/file")
+        sub.setsockopt(zmq.RCVTIMEO, 500)
+        got, deadline = [], time.time() + 40
+        while time.time() < deadline and len(got) < 3 and proc.poll() is None:
+            try:
+                topic, raw = sub.recv_multipart()
+            except zmq.Again:
+                continue
+            got.append(validate_stream(decode(raw), topic.decode()))
+        assert proc.poll() is None, proc.stdout.read()
+        assert len(got) == 3
+        img = cv2.imdecode(np.frombuffer(got[0]["data"], np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape[:2] == (got[0]["height"], got[0]["width"]) == (512, 512)  # the astronaut, full frame
+    finally:
+        sub.close(0)
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_serve_render_without_a_source_is_a_clear_error(media, tiny_a2e_onnx):
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "serve", "--no-mic", "--model", str(tiny_a2e_onnx),
+                        "--render", str(media["onnx"])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--render needs --render-image or --render-video" in r.stderr

@@ -128,3 +128,37 @@ def test_serve_captures_from_a_portaudio_input_device(a2e_model, speech, tmp_pat
     assert len(frames) == 50, err
     w = np.stack([f.weights for f in frames])
     assert w.std(axis=0).max() > 1e-3, "captured speech must move the face"
+
+
+def test_config_file_options_and_plugin_options(tmp_path):
+    """Config keys: serve's own, plus the options of the bridges and the non-verbal layer; the command
+    line wins, and an absent store_true flag does not undo the file."""
+    import argparse
+
+    from realtalk_bridge.sidecar import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('fps = 50\nno-mic = true\n[gains]\njawOpen = 1.5\n')
+    opts = serve.resolve(parser.parse_args(["--config", str(cfg), "--fps", "25"]))
+    assert opts["fps"] == 25 and opts["no_mic"] is True and opts["gains"] == {"jawOpen": 1.5}
+    if "vmc_head" in serve.DEFAULTS:  # the bridges are installed
+        cfg.write_text('vmc = "127.0.0.1:39539"\nvmc_head = true\n')
+        opts = serve.resolve(parser.parse_args(["--config", str(cfg)]))
+        assert opts["vmc"] == "127.0.0.1:39539" and opts["vmc_head"] is True
+    cfg.write_text("lookahead_ms = 'soon'\n")
+    with pytest.raises(ValueError, match="lookahead_ms must be float"):
+        serve.resolve(parser.parse_args(["--config", str(cfg)]))
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--lookahead-ms", "-5"], "lookahead_ms must be in [0, 600]"),
+    (["--lookahead-ms", "900"], "lookahead_ms must be in [0, 600]"),
+    (["--emotion", "happy"], "--emotion needs --nonverbal"),
+])
+def test_serve_refuses_bad_values_at_start(flags, words, a2e_model):
+    r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "serve", "--no-mic", "--model", str(a2e_model),
+                        "--pub", "tcp://127.0.0.1:0", "--ctl", "tcp://127.0.0.1:0"] + flags,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and words in r.stderr, r.stderr

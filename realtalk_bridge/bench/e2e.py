@@ -157,6 +157,20 @@ def _lost(rows, expected: dict[str, int]) -> int:
     return lost
 
 
+def _model_id(model) -> dict:
+    """Name and content hash of the model benched (paths differ between machines; the hash does not)."""
+    import hashlib
+
+    from realtalk_bridge.runtime.a2e import DEFAULT_MODEL
+
+    path = Path(model) if model else DEFAULT_MODEL
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        digest = None
+    return {"model": path.name, "model_sha256": digest}
+
+
 def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, duration=60.0, clients=8,
               subscribers=16) -> dict:
     from realtalk_bridge.audio import load_audio
@@ -224,7 +238,7 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
     received = sum(len(col.rows) for col in collectors)
     target = lookahead_ms + 30.0
     return {
-        "mode": "soak" if soak else "single", "model": str(model) if model else "default", "audio": str(audio_path),
+        "mode": "soak" if soak else "single", **_model_id(model), "audio": Path(audio_path).name,
         "fps": fps, "lookahead_ms": lookahead_ms, "chunk_ms": chunk_ms, "clients": n_push, "subscribers": n_sub,
         "duration_s": round(wall, 2), "frames_expected": int(sum(expected.values()) * n_sub),
         "frames_received": int(received), "frames_lost": int(lost),
@@ -269,7 +283,7 @@ def plot(result: dict, path: Path) -> None:
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="result JSON (a PNG histogram is written beside it)")
     p.add_argument("--model", default=None, help="A2E .onnx (default: models/a2e/default.onnx)")
-    p.add_argument("--audio", default=str(DEFAULT_AUDIO), help="speech file to push (default: the example)")
+    p.add_argument("--audio", default=None, help="speech file to push (default: examples/speech/hello.wav of a checkout)")
     p.add_argument("--fps", type=int, default=30, choices=(25, 30, 50, 60))
     p.add_argument("--lookahead-ms", type=float, default=80.0)
     p.add_argument("--chunk-ms", type=float, default=20.0, help="push chunk size (a microphone's block)")
@@ -280,8 +294,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    audio = args.audio or DEFAULT_AUDIO
+    if args.audio is None and not DEFAULT_AUDIO.is_file():
+        print("bench e2e: --audio FILE is needed here (the example speech ships with a checkout, not the wheel)",
+              file=sys.stderr)
+        return 2
     try:
-        result = run_bench(args.model, args.audio, args.fps, args.lookahead_ms, args.chunk_ms, soak=args.soak,
+        result = run_bench(args.model, audio, args.fps, args.lookahead_ms, args.chunk_ms, soak=args.soak,
                            duration=args.duration, clients=args.clients, subscribers=args.subscribers)
     except (RuntimeError, ValueError, FileNotFoundError) as exc:
         print(f"bench e2e: {exc}", file=sys.stderr)

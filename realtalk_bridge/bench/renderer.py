@@ -78,13 +78,19 @@ def run(args) -> int:
         print(f"bench renderer: {exc}", file=sys.stderr)
         return 2
     if params is None:
-        import onnx
-
-        params = int(sum(np.prod(t.dims) for t in onnx.load(str(path)).graph.initializer))
+        params = rt.params
+    if params is None:  # an older export without the "params" entry: count its initializers
+        try:
+            import onnx
+        except ModuleNotFoundError:
+            pass
+        else:
+            params = int(sum(np.prod(t.dims) for t in onnx.load(str(path)).graph.initializer))
     times = bench(rt, args.iters, args.warmup)
     med = float(np.median(times))
     result = {
-        "config": config, "params": int(params), "params_m": round(params / 1e6, 2),
+        "config": config, "params": None if params is None else int(params),
+        "params_m": None if params is None else round(params / 1e6, 2),
         "image_size": rt.size, "provider": rt.provider, "threads": args.threads or os.cpu_count(),
         "ms_per_frame_median": round(med, 2), "ms_per_frame_p90": round(float(np.percentile(times, 90)), 2),
         "ms_per_frame_min": round(float(times.min()), 2), "fps": round(1000.0 / med, 2),
@@ -108,7 +114,7 @@ def run(args) -> int:
     ax.set_xlabel("frame")
     ax.set_ylabel("ms")
     ax.legend()
-    ax.set_title(f"renderer {config}, {params / 1e6:.2f} M params")
+    ax.set_title(f"renderer {config}" + ("" if params is None else f", {params / 1e6:.2f} M params"))
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=100)
     plt.close(fig)

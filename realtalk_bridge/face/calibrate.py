@@ -259,7 +259,7 @@ def run(args) -> int:
         result = suggest_gains(profile, names, frames, channels, args.percentile, args.target,
                                rest_percentile=args.rest_percentile or None)
     except (ProfileError, CalibrationError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"profile calibrate: error: {exc}", file=sys.stderr)
         return 1
 
     from rich.console import Console

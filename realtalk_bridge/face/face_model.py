@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from realtalk_bridge.assets import MODELS_ENV, models_dir  # noqa: F401  (re-exported)
 from realtalk_bridge.face.arkit import ARKIT_NAMES
 
 SHIPPED = {"arkit": "arkit_mediapipe.npz"}
-MODELS_ENV = "REALTALK_MODELS"
 # Names other pieces rely on (docs/ARCHITECTURE.md, "Face model").
 REQUIRED_REGIONS = ("mouth", "outer_lip", "inner_lip", "lower_face_contour")
 UNIT_CM = {"mm": 0.1, "cm": 1.0, "dm": 10.0, "m": 100.0}
@@ -229,13 +229,6 @@ def vertex_normals(verts, triangles) -> np.ndarray:
 
 
 # ---- I/O at the edges -----------------------------------------------------------------------------
-
-def models_dir() -> Path:
-    env = os.environ.get(MODELS_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "models"
-
 
 def save_face_model(model: FaceModel, path: str | os.PathLike) -> Path:
     """Write the `.npz` layout `load_face_model` reads (no pickled objects anywhere)."""

@@ -253,14 +253,22 @@ def run(args) -> int:
     from rich.progress import Progress
 
     console = Console(stderr=True, soft_wrap=True)  # messages stay on one line (greppable logs)
+
+    def fail(msg: str) -> int:
+        from rich.markup import escape
+
+        console.print(f"[red]face fit-basis: {escape(msg)}", highlight=False)
+        return 2
+
     try:
         reference = load_face_model(args.reference)
     except FaceModelError as exc:
-        console.print(f"[red]{exc}")
-        return 2
+        return fail(str(exc))
     if reference.exp_names != ARKIT_NAMES:
-        console.print(f"[red]reference {args.reference!r} is not an ARKit-52 model")
-        return 2
+        return fail(f"reference {args.reference!r} is not an ARKit-52 model")
+    missing = [v for v in args.videos if not Path(v).is_file()]
+    if missing:  # before any progress bar is drawn
+        return fail(f"video not found: {', '.join(missing)}")
     pts, scores, groups, sources = [], [], [], []
     with Progress(console=console) as progress:
         for g, video in enumerate(args.videos):
@@ -272,19 +280,19 @@ def run(args) -> int:
             try:
                 tr = track_video(video, args.task, args.max_frames, args.stride, tick)
             except (FileNotFoundError, ValueError) as exc:  # missing video, unreadable video, no tracker model
-                console.print(f"[red]{exc}")
-                return 2
+                progress.remove_task(task_id)
+                return fail(str(exc))
             n = len(tr["frames"])
+            progress.update(task_id, total=max(n, 1), completed=max(n, 1))  # --max-frames stops early
             if n == 0:
-                console.print(f"[yellow]{video}: no face found, skipped")
+                console.print(f"[yellow]face fit-basis: {video}: no face found, skipped")
                 continue
             pts.append(normalized_to_metric(tr["landmarks"], tr["width"], tr["height"]))
             scores.append(tr["scores"])
             groups.append(np.full(n, g))
             sources.append({"video": Path(video).name, "frames": n, "width": tr["width"], "height": tr["height"]})
     if not pts:
-        console.print("[red]no tracked frames in any video")
-        return 2
+        return fail("no tracked frames in any video")
     points, scores_all, groups_all = np.concatenate(pts), np.concatenate(scores), np.concatenate(groups)
     result = fit_expression_basis(points, scores_all, groups_all, reference, ridge=args.ridge,
                                   use_prior=not args.no_prior, iterations=args.iterations)

@@ -403,7 +403,7 @@ def run(args) -> int:
         try:
             prof = load_profile(spec)
         except ProfileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"profile check: error: {exc}", file=sys.stderr)
             status = 1
             continue
         names = prof.output_names()

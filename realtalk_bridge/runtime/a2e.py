@@ -21,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from realtalk_bridge.assets import MODELS_ENV, model_path
+
 META_KEY = "realtalk_a2e"
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "a2e" / "default.onnx"
+# resolved once at import: $REALTALK_MODELS, the wheel's copy, or the source tree (realtalk_bridge/assets.py)
+DEFAULT_MODEL = model_path("a2e", "default.onnx")
 OUTPUT_FPS = (25, 30, 50, 60)
 MAX_LOOKAHEAD_MS = 600.0
 
@@ -48,7 +51,7 @@ class A2ERuntime:
                     f"no default A2E model at {path}. Train and export one "
                     "(`realtalk-bridge train a2e --data DIR --out RUN` then "
                     "`realtalk-bridge export a2e RUN/best.safetensors --out FILE.onnx`) and pass its path, "
-                    "or install a release that ships models/a2e/default.onnx.")
+                    f"or set {MODELS_ENV} to a folder holding a2e/default.onnx.")
             raise FileNotFoundError(f"no A2E model at {path}")
         available = ort.get_available_providers()
         if providers is None:
@@ -84,10 +87,19 @@ class A2ERuntime:
         self.n_expr: int = len(self.names)
         self.default_identity = np.asarray(meta["default_identity"], dtype=np.float32)
         self.default_history = np.asarray(meta["default_history"], dtype=np.float32)
+        # blendshape weights are 0..1 for every rig; the network's linear decoder can overshoot slightly.
+        # 3DMM coefficients (a user BFM) are unbounded and pass through.
+        self.value_range: tuple[float, float] | None = (0.0, 1.0) if self.layout == "arkit52" else None
 
     def run(self, audio: np.ndarray, identity: np.ndarray, history: np.ndarray) -> np.ndarray:
         """Raw model call: audio (B, W), identity (B, n_id), history (B, N, E) -> (B, T, E) float32."""
         return self.session.run(None, {"audio": audio, "identity": identity, "history": history})[0]
+
+    def clamp(self, w: np.ndarray) -> np.ndarray:
+        """Limit an output frame to the layout's range, in place."""
+        if self.value_range is not None:
+            np.clip(w, *self.value_range, out=w)
+        return w
 
     def check_identity(self, alpha) -> np.ndarray:
         if alpha is None:
@@ -195,7 +207,7 @@ def infer_offline(rt: A2ERuntime, audio, fps: int = 30, lookahead_ms: float = 80
             k, rem = _needed(i, fps, rt.fps)
             if k >= s + b:
                 break
-            out[i] = _read(y[k - s], *_position(rt, la, rem, fps))
+            out[i] = rt.clamp(_read(y[k - s], *_position(rt, la, rem, fps)))
             i += 1
     return out
 
@@ -276,7 +288,7 @@ class A2EStream:
             y = self._window(k, final)
             if y is None:
                 break
-            out.append(Frame(i, i / self.fps, _read(y, *_position(self.rt, self.la, rem, self.fps))))
+            out.append(Frame(i, i / self.fps, self.rt.clamp(_read(y, *_position(self.rt, self.la, rem, self.fps)))))
             self._next += 1
         self._trim()
         return out

@@ -34,6 +34,9 @@ def export_model(model, out, opset: int = 17) -> Path:
     entry.key, entry.value = "dims", dims.to_json()
     entry = m.metadata_props.add()
     entry.key, entry.value = "kind", "realtalk-renderer"
+    # so onnxruntime-only tools (bench renderer) can report the size without the onnx package
+    entry = m.metadata_props.add()
+    entry.key, entry.value = "params", str(sum(int(p.numel()) for p in model.parameters()))
     onnx.save(m, str(out))
     return out
 

@@ -52,6 +52,7 @@ class RendererRuntime:
         self.dims = json.loads(meta["dims"])
         self.size = int(self.dims["image_size"])
         self.n_coeffs = int(self.dims["n_id"]) + int(self.dims["n_exp"]) + int(self.dims["n_pose"])
+        self.params = int(meta["params"]) if meta.get("params", "").isdigit() else None  # exports since 0.1
         self.provider = self.session.get_providers()[0]
 
     def run(self, source, mask, reference, coeffs) -> np.ndarray:

@@ -5,13 +5,15 @@ Stops cleanly on Ctrl-C or SIGTERM: open streams are flushed and closed, sinks c
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sys
 from pathlib import Path
 
+from realtalk_bridge import bridges
+from realtalk_bridge.face import nonverbal
 from realtalk_bridge.sidecar.server import DEFAULT_CTL, DEFAULT_PUB
+from realtalk_bridge.video import sink as render_sink
 
 log = logging.getLogger("realtalk_bridge.sidecar")
 
@@ -24,18 +26,10 @@ DEFAULTS = {
 }
 
 
-def _plugin_defaults() -> dict:
-    """The bridges' and the non-verbal layer's options, so the config file may set them too."""
-    out = {}
-    for module in ("realtalk_bridge.bridges", "realtalk_bridge.face.nonverbal"):
-        try:
-            out.update(getattr(importlib.import_module(module), "DEFAULTS", {}))
-        except ImportError:
-            pass
-    return out
-
-
-DEFAULTS.update({k: v for k, v in _plugin_defaults().items() if k not in DEFAULTS})
+# The UDP bridges (VMC, iFacialMocap, Live Link), the non-verbal layer and the renderer sink each own their
+# options; the config file may set theirs too.
+DEFAULTS.update({k: v for k, v in {**bridges.DEFAULTS, **nonverbal.DEFAULTS, **render_sink.DEFAULTS}.items()
+                 if k not in DEFAULTS})
 
 
 def add_arguments(p) -> None:
@@ -59,17 +53,13 @@ def add_arguments(p) -> None:
     p.add_argument("--nonverbal", action="store_const", const=True, default=None,
                    help="add blinks / idle head motion / emotion overlay (face/nonverbal.py) to every stream")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
-    # the UDP bridges (VMC, iFacialMocap, Live Link) and the non-verbal layer add their own options
-    for module in ("realtalk_bridge.bridges", "realtalk_bridge.face.nonverbal"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        if hasattr(mod, "add_arguments"):
-            mod.add_arguments(p)
+    bridges.add_arguments(p)
+    nonverbal.add_arguments(p)
+    render_sink.add_arguments(p)
 
 
 def load_config(path) -> dict:
+    """Read a TOML config: any key of DEFAULTS (serve's own, the bridges' and the non-verbal layer's)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -99,9 +89,24 @@ def resolve(args) -> dict:
         opts.update(load_config(args.config))
     for k in DEFAULTS:
         v = getattr(args, k, None)
-        if v is not None:
+        # None: not on the command line; False from a store_true flag (e.g. --vmc-head) means the same
+        if v is not None and not (v is False and isinstance(DEFAULTS[k], bool)):
             opts[k] = v
+    _check(opts)
     return opts
+
+
+def _check(opts: dict) -> None:
+    """Refuse values that would otherwise only fail later, per stream, or be silently ignored."""
+    from realtalk_bridge.runtime.a2e import MAX_LOOKAHEAD_MS, OUTPUT_FPS
+
+    if opts["fps"] not in OUTPUT_FPS:
+        raise ValueError(f"fps must be one of {OUTPUT_FPS}, got {opts['fps']!r}")
+    la = opts["lookahead_ms"]
+    if isinstance(la, bool) or not isinstance(la, (int, float)) or not 0 <= la <= MAX_LOOKAHEAD_MS:
+        raise ValueError(f"lookahead_ms must be in [0, {MAX_LOOKAHEAD_MS:g}], got {la!r}")
+    if opts.get("emotion") and not opts["nonverbal"]:
+        raise ValueError("--emotion needs --nonverbal (the emotion overlay is part of the non-verbal layer)")
 
 
 def make_curve_keys(directory) -> tuple[Path, Path]:
@@ -115,14 +120,11 @@ def make_curve_keys(directory) -> tuple[Path, Path]:
 
 def _postprocess_factory(opts):
     """A NonVerbal per stream (face/nonverbal.py), configured by its serve options (resolved opts)."""
-    from realtalk_bridge.face import nonverbal
+    nonverbal.from_options((), opts)  # a bad option (emotion, switches) fails here, not in a stream
 
     def make(stream, names, fps):
-        if hasattr(nonverbal, "from_options"):
-            return nonverbal.from_options(names, opts)
-        return nonverbal.NonVerbal(names)
-    if hasattr(nonverbal, "from_options"):
-        nonverbal.from_options((), opts)  # a bad option (emotion, switches) fails here, not in a stream
+        return nonverbal.from_options(names, opts)
+
     return make
 
 
@@ -151,27 +153,16 @@ def run(args) -> int:
         return 1
     sinks = []
     try:
-        from realtalk_bridge import bridges
-
-        if hasattr(bridges, "make_sinks"):
-            sinks = list(bridges.make_sinks(opts))  # command line > config file > defaults
-    except ImportError:
-        pass
-    except ValueError as exc:  # a bad bridge option: say which
+        sinks.extend(bridges.make_sinks(opts))  # command line > config file > defaults
+        post = _postprocess_factory(opts) if opts["nonverbal"] else None
+        renderer = render_sink.make_sink(opts)  # None without --render
+    except (ValueError, FileNotFoundError) as exc:  # a bad bridge / non-verbal / render option: say which
+        for s in sinks:
+            s.close()
         print(f"serve: {exc}", file=sys.stderr)
         return 2
-    post = None
-    if opts["nonverbal"]:
-        try:
-            post = _postprocess_factory(opts)
-        except ImportError as exc:
-            print(f"serve: --nonverbal needs realtalk_bridge.face.nonverbal ({exc})", file=sys.stderr)
-            return 1
-        except ValueError as exc:  # a bad non-verbal option: say which
-            for s in sinks:
-                s.close()
-            print(f"serve: {exc}", file=sys.stderr)
-            return 2
+    if renderer is not None:
+        sinks.append(renderer)
     try:
         server = Server(rt, pub=opts["pub"], ctl=opts["ctl"], fps=opts["fps"], lookahead_ms=opts["lookahead_ms"],
                         idle_timeout=opts["idle_timeout"], sinks=sinks, postprocess=post,
@@ -180,6 +171,8 @@ def run(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 1
+    if renderer is not None:
+        renderer.publish = render_sink.server_publish(server)
 
     sources = []
     try:

@@ -75,6 +75,7 @@ class EnergyVad:
         self._run = 0
         self._rest = np.zeros(0, np.float32)
         self._n = 0  # samples consumed
+        self._changes: list[tuple[float, bool]] = []  # (time, state from then on), recent ones only
 
     def push(self, x: np.ndarray) -> list[tuple[str, float]]:
         x = np.concatenate([self._rest, x])
@@ -90,10 +91,20 @@ class EnergyVad:
                     self.active = loud
                     self._run = 0
                     events.append(("speech_start" if loud else "speech_stop", self._n / self.sr))
+                    self._changes = self._changes[-31:] + [(self._n / self.sr, loud)]
             else:
                 self._run = 0
         self._rest = x[nb * self.block:]
         return events
+
+    def active_at(self, t: float) -> bool:
+        """The state at audio time t (frames trail the newest audio by the look-ahead)."""
+        state = self.active
+        for when, s in reversed(self._changes):
+            if when <= t:
+                return s
+            state = not s
+        return state
 
 
 @dataclass
@@ -304,7 +315,7 @@ class Server:
                     self._expire_idle(now)
                     next_beat = now + self.heartbeat_s
                 timeout_ms = max(1, min(100, int((next_beat - now) * 1000)))
-                ready = dict(poller.poll(timeout_ms))
+                poller.poll(timeout_ms)
                 # drain a bounded number per turn so neither side starves the other
                 for _ in range(64):
                     if not self._poll_once(self.inbox, self._on_internal):
@@ -312,7 +323,6 @@ class Server:
                 for _ in range(64):
                     if not self._poll_once(self.ctl, self._on_request):
                         break
-                del ready
         except Exception as exc:  # a bug in the loop itself: keep the traceback for the caller
             self._error = exc
             log.exception("sidecar loop failed")
@@ -326,8 +336,8 @@ class Server:
                 self._close_stream(st, "sidecar stopping")
             except Exception:
                 log.exception("closing stream %s", st.stream)
+        # a running bake finishes; its reply is dropped with the sockets (the client times out)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        # drain bake replies that finished meanwhile (they are dropped: the clients will time out)
         for sink in self.sinks:
             try:
                 sink.close()
@@ -420,8 +430,8 @@ class Server:
         if st.resampler is not None:
             x = st.resampler.resample_chunk(x, last=False)
         st.samples_in += len(x)
-        for name, t in st.vad.push(x):
-            self._publish_event(st.stream, name, t=st.t_base + t + st.audio_offset_ms / 1000.0)
+        for name, t in st.vad.push(x):  # (VAD time counts from the stream's first sample, like t_base)
+            self._publish_event(st.stream, name, t=t + st.audio_offset_ms / 1000.0)
         self._publish_frames(st, st.a2e.push(x))
 
     def _publish_frames(self, st: StreamState, frames) -> None:
@@ -440,7 +450,8 @@ class Server:
             if with_names:
                 st.names_wall = wall
             msg = m.coeffs(st.stream, st.seq, t, wall, st.fps, self.layout, w,
-                           names=self.names if with_names else None, pose=pose, speech=st.vad.active)
+                           names=self.names if with_names else None, pose=pose,
+                           speech=st.vad.active_at(st.t_base + float(fr.t)))
             # PUB never blocks: a full subscriber queue drops that subscriber's frames only
             self.pub.send_multipart([f"coeffs/{st.stream}".encode(), m.encode(msg)])
             for sink in self.sinks:

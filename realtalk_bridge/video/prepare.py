@@ -193,12 +193,15 @@ def run(args) -> int:
     from realtalk_bridge.video.facefit import FaceGeometry
 
     out = Path(args.out)
-    (out / "clips").mkdir(parents=True, exist_ok=True)
     videos = [Path(v) for v in args.videos]
-    for v in videos:
+    for v in videos:  # before anything is written
         if not v.is_file():
             print(f"prepare: no such file: {v}", file=sys.stderr)
             return 2
+    if out.exists() and not out.is_dir():
+        print(f"prepare: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
+    (out / "clips").mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(out) if (out / "manifest.json").is_file() else {
         "version": DATASET_VERSION, "space": "arkit52", "names": list(ARKIT_NAMES), "fps": FPS,
         "sample_rate": SAMPLE_RATE, "clips": []}
@@ -222,6 +225,9 @@ def run(args) -> int:
                 continue
             entry.update({"split": args.split, "speaker": args.speaker or v.stem, "license": args.license})
             new.append(entry)
+    if not new and not manifest["clips"]:  # nothing usable: leave no dataset that looks valid
+        print(f"prepare: no clip prepared; {out} has no manifest.json", file=sys.stderr)
+        return 1
     ids = {e["id"] for e in new}
     manifest["clips"] = [c for c in manifest["clips"] if c.get("id") not in ids] + new
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))

