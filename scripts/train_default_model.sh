@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the shipped A2E (models/a2e/default.{onnx,safetensors}) from scratch on a 2-core CPU machine:
-# corpus (~5 min) -> training (~25-35 min) -> export -> eval + bench. See docs/corpus.md.
+# corpus (~5 min) -> training (~25-50 min, 12000 steps) -> export -> eval + bench. See docs/corpus.md.
 # Usage: scripts/train_default_model.sh [CORPUS_DIR] [RUN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,8 @@ fi
 
 # 3. train the default config (log-mel front-end; see runs/frontends/compare.json for why)
 #    one torch thread: on 2 shared cores more threads only add overhead for this small model
-$PY -m realtalk_bridge train a2e --data "$CORPUS" --out "$RUN" --config default --steps 6000 --batch 32 \
-    --lr 1e-3 --warmup 300 --val-every 500 --val-batches 8 --save-every 500 --face none --threads 1 --seed 0 \
+$PY -m realtalk_bridge train a2e --data "$CORPUS" --out "$RUN" --config default --steps 12000 --batch 32 \
+    --lr 1e-3 --warmup 300 --val-every 1000 --val-batches 8 --save-every 1000 --face none --threads 1 --seed 0 \
     $( [ -f "$RUN/train_state.safetensors" ] && echo --resume )
 
 # 4. ship
