@@ -96,7 +96,7 @@ def test_vmc_vrm0_names_follow_the_preset_formula(osc):
     # vrm0.toml: A = clamp(1.5 * (jawOpen - mouthClose - 0.5 pucker ...)), U = 1.5 * 0.8 pucker
     assert got["A"] == pytest.approx(1.5 * (0.5 - 0.1 - 0.5 * 0.4), abs=1e-6)
     assert got["U"] == pytest.approx(1.5 * 0.8 * 0.4, abs=1e-6)
-    assert got["Blink_L"] == pytest.approx(0.8) and got["Blink_R"] == 0.0
+    assert got["Blink_L"] == pytest.approx(0.8) and got["Blink_R"] == 0.0 and got["Blink"] == 0.0
 
 
 def test_vmc_pascal_names_and_head_bone(osc):
@@ -109,6 +109,8 @@ def test_vmc_pascal_names_and_head_bone(osc):
     assert names[0] == "EyeBlinkLeft" and "JawOpen" in names and len(names) == 52
     bone = [a for addr, a in msgs if addr == "/VMC/Ext/Bone/Pos"]
     assert len(bone) == 1 and bone[0][0] == "Head"
+    assert bone[0][1:4] == pytest.approx((0.0, 0.08, 0.0))  # the default Neck->Head offset, no translation
+    assert [a for addr, a in msgs if addr == "/VMC/Ext/Root/Pos"] == [("root", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)]
     qx, qy, qz, qw = bone[0][4:]
     assert (qx, qz) == pytest.approx((0.0, 0.0), abs=1e-6)
     assert (qy, qw) == pytest.approx((math.sin(0.15), math.cos(0.15)), abs=1e-6)
@@ -206,7 +208,9 @@ def test_ifacialmocap_datagram_values(udp):
     assert shapes["mouthSmile_R"] == round(float(w[ARKIT_INDEX["mouthSmileRight"]]) * 100)
     assert shapes["jawOpen"] == round(float(w[ARKIT_INDEX["jawOpen"]]) * 100)
     assert shapes["tongueOut"] == round(float(w[ARKIT_INDEX["tongueOut"]]) * 100)
-    assert not any(n.endswith(("Left", "Right")) for n in shapes)
+    # only jaw/mouth Left/Right keep their suffix (a sideways movement, not a side)
+    assert {n for n in shapes if n.endswith(("Left", "Right"))} == {"jawLeft", "jawRight", "mouthLeft", "mouthRight"}
+    assert shapes["mouthLeft"] == round(float(w[ARKIT_INDEX["mouthLeft"]]) * 100)
     np.testing.assert_allclose(tr["head"][:3], np.degrees(pose[:3]), atol=1e-3)
     np.testing.assert_allclose(tr["head"][3:], pose[3:], atol=1e-4)
     assert tr["rightEye"][0] == pytest.approx(15.0, abs=1e-3)  # eyeLookUpRight 0.5 -> 15 degrees up
@@ -260,7 +264,8 @@ def test_livelink_packet_values(udp):
     assert p["version"] == 6 and p["subject"] == "Avatar01" and p["device"] == p2["device"]
     assert len(p["values"]) == 61
     np.testing.assert_array_equal(p["values"][:52], w)
-    np.testing.assert_allclose(p["values"][52:55], [-0.2, 0.1, 0.05], atol=1e-6)  # yaw, pitch, roll
+    # yaw, pitch, roll as Live Link sends angles: degrees / 180
+    np.testing.assert_allclose(p["values"][52:55], np.degrees([-0.2, 0.1, 0.05]) / 180, atol=1e-6)
     assert (p["num"], p["den"]) == (60, 1)
     assert p["frame"] + p["sub"] == pytest.approx(2.0125 * 60, abs=1e-3)
     assert p2["frame"] == 123
