@@ -1,7 +1,7 @@
 """iFacialMocap text datagrams (UDP 49983), as the iOS app sends them.
 
 One ASCII datagram per frame (v1, the default):
-    eyeBlink_L-37|mouthSmile_R-4|...|jawLeft-0|...|=head#pitch,yaw,roll,x,y,z|rightEye#pitch,yaw,roll|leftEye#pitch,yaw,roll|
+    tongueOut-0|eyeBlink_L-37|...|jawLeft-0|...|mouthSmile_R-4|...|=head#pitch,yaw,roll,x,y,z|rightEye#pitch,yaw,roll|leftEye#pitch,yaw,roll|
 v2 (asked for by receivers whose start message ends `|sendDataVersion=v2`) writes `name&value`
 instead of `name-value`; everything else is the same. Blend shape values are integers 0-100;
 shapes keep ARKit's names with `_L`/`_R` for Left/Right, except `jawLeft`, `jawRight`,
@@ -49,6 +49,10 @@ def ifm_name(arkit_name: str) -> str:
 
 
 IFM_NAMES = tuple(ifm_name(n) for n in ARKIT_NAMES)
+# Order on the wire. Receivers read the entries into a map, so order means nothing to them, except
+# VRCFaceTracking's iFacialMocap module, which skips the first entry of every datagram
+# (`Split('|')[1..^1]`): lead with tongueOut, which speech rarely moves, rather than eyeBlink_L.
+WIRE_ORDER = (ARKIT_INDEX["tongueOut"],) + tuple(i for i in range(len(ARKIT_NAMES)) if i != ARKIT_INDEX["tongueOut"])
 
 
 def eye_angles(values: np.ndarray, side: str) -> tuple[float, float, float]:
@@ -67,7 +71,7 @@ def encode_ifacialmocap(values: np.ndarray, pose: np.ndarray | None = None, vers
     sep = "-" if version == "v1" else "&"
     v = np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0.0, 1.0)
     ints = np.rint(v * 100.0).astype(int).tolist()
-    parts = [f"{n}{sep}{i}" for n, i in zip(IFM_NAMES, ints)]
+    parts = [f"{IFM_NAMES[k]}{sep}{ints[k]}" for k in WIRE_ORDER]
     if pose is None:
         head = [0.0] * 6
     else:
