@@ -442,3 +442,28 @@ def fuzz_sinks():
 def test_fuzz_sinks_never_raise(fuzz_sinks, names, values, t, seq, pose):
     for sink in fuzz_sinks:
         sink.send("s", seq, t, names, np.array(values, np.float32), None if pose is None else np.array(pose))
+
+
+# ---------------------------------------------------------------- iFacialMocap handshake listener
+
+
+def test_ifacialmocap_listen_defaults_and_a_taken_port(caplog):
+    from realtalk_bridge.bridges.ifacialmocap import resolve_listen
+
+    assert resolve_listen(None, "192.168.1.20") == ("0.0.0.0", 49983)  # a phone's place on the LAN
+    assert resolve_listen(None, "127.0.0.1") is None and resolve_listen("off", "10.0.0.2") is None
+    assert resolve_listen(False, "10.0.0.2") is None and resolve_listen("50000", "127.0.0.1") == ("0.0.0.0", 50000)
+    assert resolve_listen("127.0.0.1:50001", "127.0.0.1") == ("127.0.0.1", 50001)
+    with pytest.raises(BridgeConfigError, match="ifacialmocap-listen"):
+        make_sinks({"ifacialmocap": True, "ifacialmocap_listen": [1]})
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        with caplog.at_level(logging.WARNING, logger="realtalk_bridge.bridges"):
+            sink = IFacialMocapSink("127.0.0.1", 9, listen=taken.getsockname())  # a receiver holds the port
+        assert sink.listen_sock is None and "cannot listen" in caplog.text
+        sink.send("mic", 0, 0.0, ARKIT_NAMES, frame_weights(), None)  # still streams
+        assert sink.sent + sink.errors == 1
+        sink.close()
+    finally:
+        taken.close()

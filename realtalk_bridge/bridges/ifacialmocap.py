@@ -102,6 +102,8 @@ def resolve_listen(value, dest_host: str) -> tuple[str, int] | None:
     binds 49983 here, and its start message goes to the phone's address, not to us). False/"off": off."""
     if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "no", "false", "none")):
         return None
+    if isinstance(value, tuple) and len(value) == 2:  # (host, port) from Python; port 0 = any free port
+        return str(value[0]), int(value[1])
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None if is_loopback(dest_host) else ("0.0.0.0", IFACIALMOCAP_PORT)
     host, port = parse_endpoint(value, IFACIALMOCAP_PORT, "ifacialmocap-listen")
@@ -149,31 +151,33 @@ class IFacialMocapSink(ArkitSink):
         return f"IFacialMocapSink({self.host}:{self.port}, {self.version})"
 
     def poll_handshake(self) -> None:
-        """Read every pending datagram on the listen socket; act on the last start message."""
-        if self.listen_sock is None:
-            return
-        for _ in range(64):  # bounded: a flood cannot stall the frame
-            try:
-                data, addr = self.listen_sock.recvfrom(512)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # e.g. ICMP errors surfacing here: nothing to read
-                return
-            version = parse_start_message(data)
-            if version is None:
-                self._log_once("not-start", "%s: ignored a datagram on the handshake port that is not the "
-                                            "iFacialMocap start message", self)
+        """Read every pending datagram on the listen socket and on the sending socket (VRCFaceTracking's
+        module answers the first frame it gets, so its start message comes back to the sender's port);
+        act on start messages, ignore anything else."""
+        for sock in (self.listen_sock, self.sock):
+            if sock is None:
                 continue
-            if len(addr) != len(self.addr):  # IPv6 handshake for an IPv4 sink or the reverse
-                self._log_once("family", "%s: start message from %s ignored: the bridge sends over another IP "
-                                         "version (give --ifacialmocap a host of that family)", self, addr[0])
-                continue
-            self.handshakes += 1
-            dest = (addr[0], self.port) + tuple(addr[2:])
-            if dest != tuple(self.addr) or version != self.version:
-                log.info("%s: start message from %s (%s): streaming to %s:%d", self, addr[0], version, addr[0],
-                         self.port)
-            self.version, self.host, self.addr = version, addr[0], dest
+            for _ in range(64):  # bounded: a flood cannot stall the frame
+                try:
+                    data, addr = sock.recvfrom(512)
+                except OSError:  # nothing pending (BlockingIOError), or an ICMP error surfacing here
+                    break
+                version = parse_start_message(data)
+                if version is None:
+                    self._log_once("not-start", "%s: ignored a datagram that is not the iFacialMocap start message",
+                                   self)
+                elif len(addr) != len(self.addr):  # IPv6 handshake for an IPv4 sink or the reverse
+                    self._log_once("family", "%s: start message from %s ignored: the bridge sends over another IP "
+                                             "version (give --ifacialmocap a host of that family)", self, addr[0])
+                else:
+                    self._handshake(version, addr)
+
+    def _handshake(self, version: str, addr) -> None:
+        self.handshakes += 1
+        dest = (addr[0], self.port) + tuple(addr[2:])
+        if dest != tuple(self.addr) or version != self.version:
+            log.info("%s: start message from %s (%s): streaming to %s:%d", self, addr[0], version, addr[0], self.port)
+        self.version, self.host, self.addr = version, addr[0], dest
 
     def send(self, stream, seq, t, names, weights, pose=None) -> None:
         with self._lock:
