@@ -467,3 +467,31 @@ def test_ifacialmocap_listen_defaults_and_a_taken_port(caplog):
         sink.close()
     finally:
         taken.close()
+
+
+# ---------------------------------------------------------------- doctor: one line per enabled bridge
+
+
+def test_doctor_reports_each_enabled_bridge(udp, tmp_path):
+    from realtalk_bridge import doctor
+
+    p = argparse.ArgumentParser()
+    doctor.add_arguments(p)
+    held = udp.getsockname()[1]  # a receiver holds this port
+    free_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    free_sock.bind(("127.0.0.1", 0))
+    free = free_sock.getsockname()[1]
+    free_sock.close()
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(f'livelink = "192.0.2.7:11111"\nvmc_names = "vrm"\n')
+    args = p.parse_args(["--config", str(cfg), "--vmc", str(held), "--ifacialmocap", str(free)])
+    lines = dict(doctor.bridge_checks(doctor._bridge_options(args)))
+    assert set(lines) == {"vmc bridge", "ifacialmocap bridge", "livelink bridge"}
+    assert lines["vmc bridge"][0] == "ok" and "names vrm" in lines["vmc bridge"][1]
+    assert lines["ifacialmocap bridge"][0] == "warn" and "nothing listens" in lines["ifacialmocap bridge"][1]
+    assert lines["livelink bridge"][0] == "ok" and "another machine" in lines["livelink bridge"][1]
+    assert dict(doctor.bridge_checks({})) == {}  # no bridge switched on: no line
+    bad = dict(doctor.bridge_checks(doctor._bridge_options(p.parse_args(["--vmc", "99999"]))))
+    assert bad["bridges"][0] == "fail" and "port" in bad["bridges"][1]
+    cfg.write_text("vmc = [1, 2]\nnosuch = 1\n")
+    assert dict(doctor.bridge_checks(doctor._bridge_options(p.parse_args(["--config", str(cfg)]))))["config"][0] == "fail"
