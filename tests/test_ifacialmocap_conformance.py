@@ -297,6 +297,11 @@ def test_vrcft_module_handshake_back_to_the_sender_then_v2(rx):
         sink.send("mic", 0, 0.0, ARKIT_NAMES, w, pose)
         first, sender = rx.recvfrom(65536)
         assert b"-" in first
+        stranger = udp_socket("127.0.0.3")  # another host may not redirect the stream via the sending socket
+        stranger.sendto(V2_START, sender)
+        stranger.close()
+        sink.send("mic", 1, 0.01, ARKIT_NAMES, w, pose)
+        assert sink.version == "v1" and sink.handshakes == 0 and b"-" in rx.recv(65536)
         answer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the module's _udpClient
         answer.sendto(V2_START, sender)
         answer.close()

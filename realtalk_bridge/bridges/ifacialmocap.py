@@ -115,9 +115,10 @@ def resolve_listen(value, dest_host: str) -> tuple[str, int] | None:
 class IFacialMocapSink(ArkitSink):
     """iFacialMocap sender that also plays the phone's side of the handshake.
 
-    `listen` (see `resolve_listen`) is polled, without blocking, before each frame: a start message
-    switches the version (v1/v2) and moves the stream to the sender's IP at `port` (the receiver's
-    standard port), as the app does. Anything else arriving there is ignored."""
+    Before each frame the sink reads, without blocking, the `listen` socket (see `resolve_listen`) and its
+    own sending socket (only from the receiver it streams to). A start message switches the version
+    (v1/v2) and moves the stream to the message's IP at `port` (the receiver's standard port), as the app
+    does. Anything else arriving there is ignored (logged once)."""
 
     kind = "ifacialmocap"
     default_port = IFACIALMOCAP_PORT
@@ -157,13 +158,18 @@ class IFacialMocapSink(ArkitSink):
         for sock in (self.listen_sock, self.sock):
             if sock is None:
                 continue
+            # on the sending socket only the receiver we already stream to may redirect the stream
+            only_from = self.addr[0] if sock is self.sock else None
             for _ in range(64):  # bounded: a flood cannot stall the frame
                 try:
                     data, addr = sock.recvfrom(512)
                 except OSError:  # nothing pending (BlockingIOError), or an ICMP error surfacing here
                     break
                 version = parse_start_message(data)
-                if version is None:
+                if only_from is not None and addr[0] != only_from:
+                    self._log_once("stranger", "%s: ignored a datagram from %s on the sending socket (only %s, the "
+                                               "receiver, may answer there)", self, addr[0], only_from)
+                elif version is None:
                     self._log_once("not-start", "%s: ignored a datagram that is not the iFacialMocap start message",
                                    self)
                 elif len(addr) != len(self.addr):  # IPv6 handshake for an IPv4 sink or the reverse
