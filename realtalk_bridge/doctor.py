@@ -118,7 +118,8 @@ def check_bridge(sink):
         detail += f", names {sink.names_choice}" + (", head bone" if sink.head else "")
     elif sink.kind == "ifacialmocap":
         heard = getattr(sink, "listen_addr", None)
-        detail += f", {sink.version}, start message " + (f"heard on {heard[0]}:{heard[1]}" if heard else "not listened for")
+        detail += f", {sink.version}, start message " + (
+            f"heard on {heard[0]}:{heard[1]}" if heard else "not listened for")
     elif sink.kind == "livelink":
         detail += f", subject {sink.subject}"
     if not is_loopback(sink.host):

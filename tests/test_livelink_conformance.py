@@ -102,7 +102,8 @@ def unreal_receive(data: bytes, tchar: int = 2) -> dict | None:
     curves = [r.f32() for _ in range(count)]
     if r.overflow:
         return None
-    return dict(device=device, subject=subject, frame=frame, sub=sub, rate=(num, den), curves=curves, rest=len(data) - r.pos)
+    return dict(device=device, subject=subject, frame=frame, sub=sub, rate=(num, den), curves=curves,
+                rest=len(data) - r.pos)
 
 
 def curve_names() -> list[str]:

@@ -1,7 +1,8 @@
 """iFacialMocap text datagrams (UDP 49983), as the iOS app sends them.
 
 One ASCII datagram per frame (v1, the default):
-    tongueOut-0|eyeBlink_L-37|...|jawLeft-0|...|mouthSmile_R-4|...|=head#pitch,yaw,roll,x,y,z|rightEye#pitch,yaw,roll|leftEye#pitch,yaw,roll|
+    tongueOut-0|eyeBlink_L-37|...|jawLeft-0|...|mouthSmile_R-4|...|=head#pitch,yaw,roll,x,y,z|
+    rightEye#pitch,yaw,roll|leftEye#pitch,yaw,roll|        (one line; broken here for width)
 v2 (asked for by receivers whose start message ends `|sendDataVersion=v2`) writes `name&value`
 instead of `name-value`; everything else is the same. Blend shape values are integers 0-100;
 shapes keep ARKit's names with `_L`/`_R` for Left/Right, except `jawLeft`, `jawRight`,
