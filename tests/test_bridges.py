@@ -495,3 +495,14 @@ def test_doctor_reports_each_enabled_bridge(udp, tmp_path):
     assert bad["bridges"][0] == "fail" and "port" in bad["bridges"][1]
     cfg.write_text("vmc = [1, 2]\nnosuch = 1\n")
     assert dict(doctor.bridge_checks(doctor._bridge_options(p.parse_args(["--config", str(cfg)]))))["config"][0] == "fail"
+
+
+def test_bare_flags_use_the_receivers_standard_ports():
+    sinks = make_sinks({"vmc": True, "ifacialmocap": True, "livelink": True})
+    try:
+        assert [(s.kind, s.host, s.port) for s in sinks] == [
+            ("vmc", "127.0.0.1", 39539), ("ifacialmocap", "127.0.0.1", 49983), ("livelink", "127.0.0.1", 11111)]
+        assert sinks[1].listen_sock is None  # loopback receiver: it holds 49983 itself
+    finally:
+        for s in sinks:
+            s.close()
