@@ -109,7 +109,52 @@ def check_port(endpoint):
     return "ok", f"{endpoint} is free", ""
 
 
-def checks(model=None, pub=None, ctl=None):
+def check_bridge(sink):
+    """Where an enabled bridge sends and, on this machine, whether a receiver holds that UDP port."""
+    from realtalk_bridge.bridges import is_loopback
+
+    detail = f"{sink.kind} -> {sink.host}:{sink.port}"
+    if sink.kind == "vmc":
+        detail += f", names {sink.names_choice}" + (", head bone" if sink.head else "")
+    elif sink.kind == "ifacialmocap":
+        heard = getattr(sink, "listen_addr", None)
+        detail += f", {sink.version}, start message " + (
+            f"heard on {heard[0]}:{heard[1]}" if heard else "not listened for")
+    elif sink.kind == "livelink":
+        detail += f", subject {sink.subject}"
+    if not is_loopback(sink.host):
+        return "ok", detail + " (another machine: not checked from here)", ""
+    family = socket.AF_INET6 if ":" in sink.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((sink.host, sink.port))
+        except OSError:  # taken: something (the receiver app, we hope) listens there
+            return "ok", detail + " (a receiver holds the port)", ""
+    return "warn", detail + " (nothing listens there yet)", ("start the receiving app (its default port is the "
+                                                             "bridge's), or point the bridge at its port")
+
+
+def bridge_checks(options):
+    """One line per bridge switched on in `options` (serve's bridge flags / config keys; a ValueError
+    instead of a mapping: the config file could not be read)."""
+    from realtalk_bridge import bridges
+
+    if isinstance(options, ValueError):
+        yield "config", ("fail", str(options), "fix the config file")
+        return
+    try:
+        sinks = bridges.make_sinks(options)
+    except bridges.BridgeConfigError as exc:
+        yield "bridges", ("fail", str(exc), "fix that option (docs/rig-outputs.md lists them)")
+        return
+    for sink in sinks:
+        try:
+            yield f"{sink.kind} bridge", check_bridge(sink)
+        finally:
+            sink.close()
+
+
+def checks(model=None, pub=None, ctl=None, bridge_options=None):
     from realtalk_bridge.sidecar.server import DEFAULT_CTL, DEFAULT_PUB
 
     yield "python", check_python()
@@ -122,12 +167,33 @@ def checks(model=None, pub=None, ctl=None):
     yield "audio", check_audio()
     yield "stream port", check_port(pub or DEFAULT_PUB)
     yield "control port", check_port(ctl or DEFAULT_CTL)
+    yield from bridge_checks(bridge_options or {})
 
 
 def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="check this .onnx instead of the shipped model")
     p.add_argument("--pub", default=None, help="stream endpoint to check")
     p.add_argument("--ctl", default=None, help="control endpoint to check")
+    p.add_argument("--config", default=None, help="serve's TOML config: check the bridges it switches on")
+    from realtalk_bridge import bridges
+
+    bridges.add_arguments(p)  # the same bridge flags as serve: one line per bridge switched on
+
+
+def _bridge_options(args):
+    """serve's bridge options: --config file, then the command line (a ValueError if the file is bad)."""
+    from realtalk_bridge import bridges
+
+    opts = {}
+    if getattr(args, "config", None):
+        from realtalk_bridge.sidecar.serve import load_config
+
+        try:
+            opts.update({k: v for k, v in load_config(args.config).items() if k in bridges.DEFAULTS})
+        except ValueError as exc:
+            return exc
+    opts.update({k: getattr(args, k) for k in bridges.DEFAULTS if getattr(args, k, None) is not None})
+    return opts
 
 
 def run(args) -> int:
@@ -143,7 +209,7 @@ def run(args) -> int:
         def say(text):
             print(re.sub(r"\[/?\w+\]", "", text))
     failed = 0
-    for name, (status, detail, fix) in checks(args.model, args.pub, args.ctl):
+    for name, (status, detail, fix) in checks(args.model, args.pub, args.ctl, _bridge_options(args)):
         failed += status == "fail"
         say(f"{marks[status]} {name:<22} {detail}")
         if fix and status != "ok":

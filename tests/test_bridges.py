@@ -96,7 +96,7 @@ def test_vmc_vrm0_names_follow_the_preset_formula(osc):
     # vrm0.toml: A = clamp(1.5 * (jawOpen - mouthClose - 0.5 pucker ...)), U = 1.5 * 0.8 pucker
     assert got["A"] == pytest.approx(1.5 * (0.5 - 0.1 - 0.5 * 0.4), abs=1e-6)
     assert got["U"] == pytest.approx(1.5 * 0.8 * 0.4, abs=1e-6)
-    assert got["Blink_L"] == pytest.approx(0.8) and got["Blink_R"] == 0.0
+    assert got["Blink_L"] == pytest.approx(0.8) and got["Blink_R"] == 0.0 and got["Blink"] == 0.0
 
 
 def test_vmc_pascal_names_and_head_bone(osc):
@@ -109,6 +109,8 @@ def test_vmc_pascal_names_and_head_bone(osc):
     assert names[0] == "EyeBlinkLeft" and "JawOpen" in names and len(names) == 52
     bone = [a for addr, a in msgs if addr == "/VMC/Ext/Bone/Pos"]
     assert len(bone) == 1 and bone[0][0] == "Head"
+    assert bone[0][1:4] == pytest.approx((0.0, 0.08, 0.0))  # the default Neck->Head offset, no translation
+    assert [a for addr, a in msgs if addr == "/VMC/Ext/Root/Pos"] == [("root", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)]
     qx, qy, qz, qw = bone[0][4:]
     assert (qx, qz) == pytest.approx((0.0, 0.0), abs=1e-6)
     assert (qy, qw) == pytest.approx((math.sin(0.15), math.cos(0.15)), abs=1e-6)
@@ -206,7 +208,9 @@ def test_ifacialmocap_datagram_values(udp):
     assert shapes["mouthSmile_R"] == round(float(w[ARKIT_INDEX["mouthSmileRight"]]) * 100)
     assert shapes["jawOpen"] == round(float(w[ARKIT_INDEX["jawOpen"]]) * 100)
     assert shapes["tongueOut"] == round(float(w[ARKIT_INDEX["tongueOut"]]) * 100)
-    assert not any(n.endswith(("Left", "Right")) for n in shapes)
+    # only jaw/mouth Left/Right keep their suffix (a sideways movement, not a side)
+    assert {n for n in shapes if n.endswith(("Left", "Right"))} == {"jawLeft", "jawRight", "mouthLeft", "mouthRight"}
+    assert shapes["mouthLeft"] == round(float(w[ARKIT_INDEX["mouthLeft"]]) * 100)
     np.testing.assert_allclose(tr["head"][:3], np.degrees(pose[:3]), atol=1e-3)
     np.testing.assert_allclose(tr["head"][3:], pose[3:], atol=1e-4)
     assert tr["rightEye"][0] == pytest.approx(15.0, abs=1e-3)  # eyeLookUpRight 0.5 -> 15 degrees up
@@ -260,7 +264,8 @@ def test_livelink_packet_values(udp):
     assert p["version"] == 6 and p["subject"] == "Avatar01" and p["device"] == p2["device"]
     assert len(p["values"]) == 61
     np.testing.assert_array_equal(p["values"][:52], w)
-    np.testing.assert_allclose(p["values"][52:55], [-0.2, 0.1, 0.05], atol=1e-6)  # yaw, pitch, roll
+    # yaw, pitch, roll as Live Link sends angles: degrees / 180
+    np.testing.assert_allclose(p["values"][52:55], np.degrees([-0.2, 0.1, 0.05]) / 180, atol=1e-6)
     assert (p["num"], p["den"]) == (60, 1)
     assert p["frame"] + p["sub"] == pytest.approx(2.0125 * 60, abs=1e-3)
     assert p2["frame"] == 123
@@ -437,3 +442,67 @@ def fuzz_sinks():
 def test_fuzz_sinks_never_raise(fuzz_sinks, names, values, t, seq, pose):
     for sink in fuzz_sinks:
         sink.send("s", seq, t, names, np.array(values, np.float32), None if pose is None else np.array(pose))
+
+
+# ---------------------------------------------------------------- iFacialMocap handshake listener
+
+
+def test_ifacialmocap_listen_defaults_and_a_taken_port(caplog):
+    from realtalk_bridge.bridges.ifacialmocap import resolve_listen
+
+    assert resolve_listen(None, "192.168.1.20") == ("0.0.0.0", 49983)  # a phone's place on the LAN
+    assert resolve_listen(None, "127.0.0.1") is None and resolve_listen("off", "10.0.0.2") is None
+    assert resolve_listen(False, "10.0.0.2") is None and resolve_listen("50000", "127.0.0.1") == ("0.0.0.0", 50000)
+    assert resolve_listen("127.0.0.1:50001", "127.0.0.1") == ("127.0.0.1", 50001)
+    with pytest.raises(BridgeConfigError, match="ifacialmocap-listen"):
+        make_sinks({"ifacialmocap": True, "ifacialmocap_listen": [1]})
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        with caplog.at_level(logging.WARNING, logger="realtalk_bridge.bridges"):
+            sink = IFacialMocapSink("127.0.0.1", 9, listen=taken.getsockname())  # a receiver holds the port
+        assert sink.listen_sock is None and "cannot listen" in caplog.text
+        sink.send("mic", 0, 0.0, ARKIT_NAMES, frame_weights(), None)  # still streams
+        assert sink.sent + sink.errors == 1
+        sink.close()
+    finally:
+        taken.close()
+
+
+# ---------------------------------------------------------------- doctor: one line per enabled bridge
+
+
+def test_doctor_reports_each_enabled_bridge(udp, tmp_path):
+    from realtalk_bridge import doctor
+
+    p = argparse.ArgumentParser()
+    doctor.add_arguments(p)
+    held = udp.getsockname()[1]  # a receiver holds this port
+    free_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    free_sock.bind(("127.0.0.1", 0))
+    free = free_sock.getsockname()[1]
+    free_sock.close()
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(f'livelink = "192.0.2.7:11111"\nvmc_names = "vrm"\n')
+    args = p.parse_args(["--config", str(cfg), "--vmc", str(held), "--ifacialmocap", str(free)])
+    lines = dict(doctor.bridge_checks(doctor._bridge_options(args)))
+    assert set(lines) == {"vmc bridge", "ifacialmocap bridge", "livelink bridge"}
+    assert lines["vmc bridge"][0] == "ok" and "names vrm" in lines["vmc bridge"][1]
+    assert lines["ifacialmocap bridge"][0] == "warn" and "nothing listens" in lines["ifacialmocap bridge"][1]
+    assert lines["livelink bridge"][0] == "ok" and "another machine" in lines["livelink bridge"][1]
+    assert dict(doctor.bridge_checks({})) == {}  # no bridge switched on: no line
+    bad = dict(doctor.bridge_checks(doctor._bridge_options(p.parse_args(["--vmc", "99999"]))))
+    assert bad["bridges"][0] == "fail" and "port" in bad["bridges"][1]
+    cfg.write_text("vmc = [1, 2]\nnosuch = 1\n")
+    assert dict(doctor.bridge_checks(doctor._bridge_options(p.parse_args(["--config", str(cfg)]))))["config"][0] == "fail"
+
+
+def test_bare_flags_use_the_receivers_standard_ports():
+    sinks = make_sinks({"vmc": True, "ifacialmocap": True, "livelink": True})
+    try:
+        assert [(s.kind, s.host, s.port) for s in sinks] == [
+            ("vmc", "127.0.0.1", 39539), ("ifacialmocap", "127.0.0.1", 49983), ("livelink", "127.0.0.1", 11111)]
+        assert sinks[1].listen_sock is None  # loopback receiver: it holds 49983 itself
+    finally:
+        for s in sinks:
+            s.close()

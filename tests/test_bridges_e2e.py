@@ -197,7 +197,8 @@ def test_serve_bridges_send_exactly_the_published_frames(model, speech_wav, tmp_
         expect = np.clip([w[names.index(n)] for n in sorted(ARKIT_INDEX, key=ARKIT_INDEX.get)], 0, 1)
         np.testing.assert_array_equal(v[:52], expect.astype(np.float32))
         assert pose is not None  # --nonverbal: idle head motion
-        np.testing.assert_allclose(v[52:55], [pose[1], pose[0], pose[2]], atol=1e-7)  # yaw, pitch, roll
+        # yaw, pitch, roll in Live Link's unit: degrees / 180
+        np.testing.assert_allclose(v[52:55], np.degrees([pose[1], pose[0], pose[2]]) / 180, atol=1e-7)
     # iFacialMocap carries no time: its k-th datagram is the stream's k-th frame (seq k; loopback UDP
     # neither drops nor reorders here), so compare it with the frame published with that seq
     from realtalk_bridge.bridges.ifacialmocap import ifm_name

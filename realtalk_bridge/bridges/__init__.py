@@ -30,8 +30,9 @@ MAX_STREAM_STATES = 64  # per-stream retargeting state kept by a sink
 # set any of them (`vmc = 39539`, `vmc_names = "vrm"`, ...); merge them with the command line and
 # pass the result to `make_sinks`.
 DEFAULTS: dict[str, Any] = {
-    "vmc": None, "vmc_names": "arkit", "vmc_head": False, "ifacialmocap": None, "livelink": None,
-    "livelink_subject": "RealTalk", "arkit_profile": None, "bridge_stream": None,
+    "vmc": None, "vmc_names": "arkit", "vmc_head": False, "vmc_head_offset": "0,0.08,0", "ifacialmocap": None,
+    "ifacialmocap_listen": None, "livelink": None, "livelink_subject": "RealTalk", "arkit_profile": None,
+    "bridge_stream": None,
 }
 
 
@@ -240,10 +241,16 @@ def add_arguments(parser) -> None:
                         "(EyeBlinkLeft...), vrm (= vrm0: A I U E O Blink_L...), vrm1 (aa ih ou...), ovr, "
                         "or a profile file (.toml/.json)")
     g.add_argument("--vmc-head", action="store_const", const=True, default=None,
-                   help="also send the idle head rotation as /VMC/Ext/Bone/Pos Head (position 0: turn off the "
-                        "receiver's bone position sync)")
+                   help="also send the idle head motion: /VMC/Ext/Root/Pos (origin) and /VMC/Ext/Bone/Pos Head "
+                        "(local position = --vmc-head-offset + the idle translation, and rotation)")
+    g.add_argument("--vmc-head-offset", default=None, metavar="X,Y,Z",
+                   help="the avatar's Neck->Head local position in metres (Unity axes), sent as the Head bone's "
+                        "position with --vmc-head (default 0,0.08,0)")
     g.add_argument("--ifacialmocap", nargs="?", const=True, default=None, metavar="[HOST:]PORT",
                    help="send iFacialMocap text datagrams; bare flag = 127.0.0.1:49983")
+    g.add_argument("--ifacialmocap-listen", nargs="?", const=True, default=None, metavar="[HOST:]PORT|off",
+                   help="listen here for a receiver's iFacialMocap start message (it picks v1/v2 and where to "
+                        "stream); default: 0.0.0.0:49983 when --ifacialmocap is another machine, off for this one")
     g.add_argument("--livelink", nargs="?", const=True, default=None, metavar="[HOST:]PORT",
                    help="send Live Link Face (Unreal) packets; bare flag = 127.0.0.1:11111")
     g.add_argument("--livelink-subject", default=None, metavar="NAME",
@@ -289,10 +296,11 @@ def make_sinks(args_or_config: Any) -> list[UDPSink]:
         if o.get("vmc") not in (None, False):
             host, port = parse_endpoint(o["vmc"], VMCSink.default_port, "vmc")
             sinks.append(VMCSink(host, port, names=o["vmc_names"], head=o["vmc_head"],
-                                 stream=stream))
+                                 stream=stream, head_offset=o["vmc_head_offset"]))
         if o.get("ifacialmocap") not in (None, False):
             host, port = parse_endpoint(o["ifacialmocap"], IFacialMocapSink.default_port, "ifacialmocap")
-            sinks.append(IFacialMocapSink(host, port, profile=arkit_profile, stream=stream))
+            sinks.append(IFacialMocapSink(host, port, profile=arkit_profile, stream=stream,
+                                          listen=o.get("ifacialmocap_listen")))
         if o.get("livelink") not in (None, False):
             host, port = parse_endpoint(o["livelink"], LiveLinkSink.default_port, "livelink")
             sinks.append(LiveLinkSink(host, port, subject=o["livelink_subject"],
