@@ -478,21 +478,31 @@ def test_fuzz_maps_never_crash(fields):
             pass
 
 
-def test_fps_counts_wall_time_even_when_drained_in_bursts():
+def test_fps_from_frame_times_whatever_the_drain_rate():
+    """The readout is the stream's rate, from the frames' own `t`: a UI that redraws slowly (bursts of 15
+    frames) or quickly (several polls per frame) reads 30 fps for a 30 fps stream; 0 once frames stop."""
     from realtalk_blender.core.client import Stats
-    s = Stats()
-    c = Client("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
-    c.stats = s
     layouts = {"x": ("a",)}
-    seq = 0
-    # 25 fps frames, drained every 0.8 s (a slow UI): 20 frames share one arrival time
-    for burst in range(5):
-        now = 100.0 + 0.8 * burst
-        for _ in range(20):
-            f = protocol.parse_coeffs({"v": 1, "type": "coeffs", "stream": "mic", "seq": seq, "t": seq / 25,
-                                       "wall": now, "fps": 25.0, "layout": "x", "names": ["a"],
-                                       "w": protocol.pack_f32([0.1])}, layouts)
-            c._count(f, now)
-            seq += 1
-        s._now = now
-    assert 20 <= s.fps <= 31  # ~25, not the 60+ that first-to-last arrival spacing would give
+
+    def frame(seq, t):
+        return protocol.parse_coeffs({"v": 1, "type": "coeffs", "stream": "mic", "seq": seq, "t": t, "wall": 0.0,
+                                      "fps": 30.0, "layout": "x", "names": ["a"], "w": protocol.pack_f32([0.1])},
+                                     layouts)
+
+    for drain_every in (0.5, 0.01):  # slow UI: 15 frames per poll; fast UI: most polls see nothing
+        c = Client("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+        c.stats = s = Stats()
+        now, seq = 100.0, 0
+        while seq < 150:
+            now += drain_every
+            while seq / 30 <= now - 100.0:  # the frames sent since the last poll arrive together
+                c._count(frame(seq, seq / 30), now)
+                seq += 1
+            s._now = now
+        assert s.fps == pytest.approx(30.0, abs=0.01)
+    s._now = now + 1.5
+    assert s.fps == 0.0  # nothing for 1.5 s
+    c._count(frame(0, 0.0), now + 2)  # restart: `t` starts again, the old times are forgotten
+    c._count(frame(1, 1 / 30), now + 2)
+    s._now = now + 2
+    assert s.fps == pytest.approx(30.0)
