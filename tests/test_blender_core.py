@@ -506,3 +506,55 @@ def test_fps_from_frame_times_whatever_the_drain_rate():
     c._count(frame(1, 1 / 30), now + 2)
     s._now = now + 2
     assert s.fps == pytest.approx(30.0)
+
+
+def _frames_at(ts, walls, stream="mic"):
+    layouts = {"x": ("a",)}
+    return [protocol.parse_coeffs({"v": 1, "type": "coeffs", "stream": stream, "seq": i, "t": t, "wall": w,
+                                   "fps": 60.0, "layout": "x", "names": ["a"], "w": protocol.pack_f32([t])}, layouts)
+            for i, (t, w) in enumerate(zip(ts, walls))]
+
+
+def test_playout_spreads_bursts_and_adds_nothing_to_paced_frames():
+    from realtalk_blender.core.playout import Playout
+    # 60 fps frames published in bursts every 40 ms (the model's step), 80 ms look-ahead; a 60 Hz UI tick
+    ts = [k / 60 for k in range(600)]
+    burst_walls = [1000.0 + (math.floor(t / 0.04) + 1) * 0.04 + 0.08 for t in ts]
+    for walls, max_lag in ((burst_walls, 0.04 + 1 / 60), ([1000.0 + t + 0.08 for t in ts], 1e-6)):
+        p = Playout()
+        frames = _frames_at(ts, walls)
+        shown, lags, i = [], [], 0
+        now = 1000.0
+        while now < walls[-1]:
+            now += 1 / 60
+            new = []
+            while i < len(frames) and frames[i].wall <= now:
+                new.append(frames[i])
+                i += 1
+            p.push(new, now)
+            f = p.current(now)
+            if f is not None:
+                shown.append(f.t)
+                lags.append(frames[i - 1].t - f.t)  # behind the newest received frame
+        distinct = len(set(shown[120:])) / len(shown[120:])
+        assert distinct > 0.95, distinct  # "newest only" shows ~25 poses per second: 0.42 here
+        assert max(lags[120:]) <= max_lag + 1e-6  # behind by at most the burst spread + one tick
+    # newest-only for comparison: the reason this exists
+    newest = [max(t for t, w in zip(ts, burst_walls) if w <= 1000.0 + k / 60) for k in range(200, 400)]
+    assert len(set(newest)) / len(newest) < 0.5
+
+
+def test_playout_slow_ui_and_restart():
+    from realtalk_blender.core.playout import Playout
+    p = Playout()
+    ts = [k / 30 for k in range(60)]
+    frames = _frames_at(ts, [50.0 + t + 0.05 for t in ts])
+    p.push(frames[:30], now=51.1)  # one slow tick drains 30 paced frames: the newest due one is shown
+    assert p.current(51.1).t == ts[29]
+    assert p.current(51.2).t == ts[29]  # nothing new: keep showing it
+    restart = _frames_at([0.0, 1 / 30], [60.0, 60.0 + 1 / 30])
+    p.push(restart, now=60.05)
+    assert p.current(60.05).t == 1 / 30 and len(p.queue) == 0
+    other = _frames_at([5.0], [61.0], stream="file")
+    p.push(other, now=61.0)
+    assert p.current(61.0).stream == "file"
