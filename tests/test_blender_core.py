@@ -558,3 +558,17 @@ def test_playout_slow_ui_and_restart():
     other = _frames_at([5.0], [61.0], stream="file")
     p.push(other, now=61.0)
     assert p.current(61.0).stream == "file"
+
+
+def test_sound_passes_align_looping_sources_with_the_take():
+    # `serve --input F --loop` with F 3.0 s long, take at 24 fps on frames 1..217, first frame at t = 78.25 s:
+    # the file is 0.25 s in (78.25 mod 3), so pass 0 starts 6 frames before frame 1 and is shown from frame 1
+    passes = resample.sound_passes(1, 217, 24.0, 78.25, 3.0)
+    assert passes[0] == (-5.0, 1.0, 67.0)
+    assert [p[0] for p in passes] == [-5.0 + 72 * k for k in range(4)]
+    assert all(a[2] == b[1] for a, b in zip(passes, passes[1:]))  # end to end
+    assert passes[-1][2] == 218.0
+    # a file that does not loop: t < duration, one strip; the take starts 2 s into it
+    assert resample.sound_passes(10, 50, 30.0, 2.0, 60.0) == [(-50.0, 10.0, 51.0)]
+    assert resample.sound_passes(10, 50, 30.0, 2.0, None) == [(-50.0, 10.0, 51.0)]
+    assert resample.sound_passes(10, 5, 30.0, 0.0, 1.0) == []
