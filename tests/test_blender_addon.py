@@ -190,6 +190,9 @@ def check_result(res, speech, kind):
     assert "0 frames received" in res["no_sidecar_record"][1]
     assert "no sidecar answered" in res["no_sidecar_bake"][1] and res["no_sidecar_bake"][2] < 2.5
     assert res["bake_cancel_states"] == ["ping", "cancelled"]
+    # a take with no mesh to bake on is kept: baked later onto the selection (31 frames at 30 -> 25 keys at 24)
+    assert res["held_take"][0].startswith("Face_Take") and res["held_take"][1:] == [25, 700.0]
+    assert res["discarded"] == "take discarded (31 frames)"
 
     # a take from `serve --input F --loop` after the file looped: its audio starts on the take's first frame,
     # `t mod len(F)` into the file, one strip per pass of the file

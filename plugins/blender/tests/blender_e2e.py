@@ -302,6 +302,32 @@ try:
     check(len(parts) == 2 and spans[0][0] == 500 and spans[1][0] == spans[0][-1] + 1,
           f"restart take not back to back: {out['restart_take']}")
 
+    # -- a take stopped with nothing to bake it on is kept, then baked onto the selection, or discarded ------
+    for ob in bpy.context.view_layer.objects:
+        ob.select_set(False)
+    S.live_targets = ()
+    for what in ("bake", "discard"):
+        rec = mod_session.Recorder("held", 700)
+        for k in range(31):
+            rec.times.append(k / 30)
+            rec.rows.append(array("f", [k / 30] * len(names)))
+        rec.names = names
+        S.recorder = rec
+        r = op(bpy.ops.realtalk.record)
+        check(r == {"CANCELLED"} and S.held is rec and "kept" in S.message, f"take not kept: {r} {S.message}")
+        if what == "bake":
+            face.select_set(True)
+            check(bpy.ops.realtalk.take_bake() == {"FINISHED"} and S.held is None, "kept take not baked")
+            held_action = face.data.shape_keys.animation_data.action
+            keys = mod_anim.fcurves(held_action, face.data.shape_keys)[0].keyframe_points
+            out["held_take"] = [held_action.name, len(keys), tuple(keys[0].co)[0]]
+            check(S.result_actions == [held_action.name], "kept take not named in the panel")
+            face.select_set(False)
+        else:
+            check(bpy.ops.realtalk.take_discard() == {"FINISHED"} and S.held is None, "kept take not discarded")
+            out["discarded"] = S.message
+    face.select_set(True)
+
     # -- presets: save the table, clear it, load it back ------------------------------------------------
     st.preset_name = "test_rig"
     check(bpy.ops.realtalk.preset_save() == {"FINISHED"}, "preset save failed")
