@@ -437,7 +437,8 @@ class BakeJob:
         self.duration = anim.audio_duration(path)
         self.state, self.code, self.message = "ping", "", ""
         self.actions: list = []
-        self.t_start = self.t_state = time.monotonic()
+        self.t_start = time.monotonic()
+        self.t_state = None  # set by the first step: a slow UI's first timer event may come late
         self._rid = None
         self._fps = None
         self._retried = False
@@ -468,8 +469,12 @@ class BakeJob:
             return self._fail("unreachable", "disconnected")
         now = time.monotonic()
         if self.state == "ping":
+            if self.t_state is None:
+                self.t_state = now
             if self._rid is None:
                 self._rid = self.client.send("ping")  # None: no connection to a sidecar yet (not queued)
+                if self._rid is not None:
+                    self.t_state = now  # PING_S for the answer from when the ping left
             reply = self.client.take_reply(self._rid) if self._rid is not None else None
             if reply is None:
                 if now - self.t_state > self.PING_S:

@@ -1,7 +1,8 @@
 """The sidebar panel (3D Viewport > N > RealTalk).
 
-Laid out for the default sidebar width (about 20 characters per half-row button, 40 per line): one long
-button per row, short labels with icons where two share a row, long messages wrapped over several lines.
+Laid out for the default sidebar width (measured on screenshots: about 24 characters per line, 9 on a
+half-row button with an icon): one long button per row, short labels with icons where two share a row, long
+messages wrapped over several lines, mapping rows as one "channel → shape key" line each.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import bpy
 from . import session as _session
 
 S = _session.SESSION
-WRAP = 34  # characters per label line that fit the default sidebar width
+WRAP = 24  # characters per label line that fit the default sidebar width
 
 
 def wrapped(layout, text: str, icon: str = "NONE") -> None:
@@ -23,12 +24,12 @@ def wrapped(layout, text: str, icon: str = "NONE") -> None:
 
 class REALTALK_UL_channels(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
-        # checkbox + channel on the left, the shape key on the right; gain and the rest below the list
-        split = layout.split(factor=0.5, align=True)
-        left = split.row(align=True)
-        left.prop(item, "enabled", text="")
-        left.prop(item, "source", text="", emboss=False)
-        split.prop(item, "target", text="", emboss=False, icon="FORWARD")
+        # one readable line per row; the active row is edited below the list with full-width fields
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        sub = row.row()
+        sub.active = item.enabled
+        sub.label(text=f"{item.source or '?'} \u2192 {item.target or '?'}")
 
 
 class REALTALK_PT_main(bpy.types.Panel):
@@ -95,7 +96,7 @@ class REALTALK_PT_main(bpy.types.Panel):
         col.prop(st, "extend_range")
         col.prop(st, "only_moving")
         col.prop(st, "max_take_seconds")
-        layout.label(text="Take audio (serve --input)", icon="SOUND")
+        layout.label(text="Take audio (--input)", icon="SOUND")
         layout.prop(st, "take_audio", text="")
 
 
@@ -111,15 +112,18 @@ class REALTALK_PT_mapping(bpy.types.Panel):
         st = context.scene.realtalk
         layout = self.layout
         col = layout.column(align=True)
-        col.label(text="ARKit names match by themselves", icon="INFO")
-        col.label(text="Rows add to them or override", icon="BLANK1")
-        row = layout.row()
-        row.template_list("REALTALK_UL_channels", "", st, "channels", st, "active_channel", rows=4)
-        col = row.column(align=True)
-        col.operator("realtalk.channel_add", icon="ADD", text="")
-        col.operator("realtalk.channel_remove", icon="REMOVE", text="")
+        col.label(text="ARKit names: automatic", icon="INFO")
+        col.label(text="Rows add or override", icon="BLANK1")
+        # the list gets the full width (buttons below it, not beside): rows stay readable
+        layout.template_list("REALTALK_UL_channels", "", st, "channels", st, "active_channel", rows=3)
+        row = layout.row(align=True)
+        row.operator("realtalk.channel_add", icon="ADD", text="Add")
+        row.operator("realtalk.channel_remove", icon="REMOVE", text="Remove")
         if 0 <= st.active_channel < len(st.channels):
             item = st.channels[st.active_channel]
+            col = layout.column(align=True)
+            col.prop(item, "source", text="", icon="SPEAKER")
+            col.prop(item, "target", text="", icon="SHAPEKEY_DATA")
             col = layout.column(align=True)
             for k in ("gain", "offset", "lo", "hi", "smoothing"):
                 col.prop(item, k)

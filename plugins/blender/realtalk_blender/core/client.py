@@ -75,9 +75,9 @@ class Stats:
     def fps(self) -> float:
         """The stream's frame rate from the frames' own audio times `t` over the last 2 s of stream time, so
         a UI that drains frames slowly or in bursts reads the stream's rate, not its redraw rate.
-        0 when no frame arrived for a second."""
+        0 when no frame arrived for 3 s (longer than a slow UI's redraw, the time after which a sidecar is lost)."""
         ts = self._times.get(self.stream)
-        if not ts or len(ts) < 2 or self._now - self._last_arrival > 1.0:
+        if not ts or len(ts) < 2 or self._now - self._last_arrival > 3.0:
             return 0.0
         span = ts[-1] - ts[0]
         return (len(ts) - 1) / span if span > 0 else 0.0
@@ -98,8 +98,9 @@ class Stats:
         if self.state != "connected":
             text = {"lost": "sidecar lost: reconnecting", "connecting": "waiting for the sidecar"}.get(self.state, self.state)
             return [text] + ([self.last_error] if self.last_error else [])
-        return [f"connected: {self.stream or 'waiting for frames'}",
-                f"{self.fps:.1f} fps, latency {self.latency_ms:.0f} ms",
+        # lines of at most ~24 characters: what fits the default sidebar width without '...'
+        return [f"connected: {self.stream or 'no frames yet'}",
+                f"{self.fps:.1f} fps, {self.latency_ms:.0f} ms late",
                 f"dropped {self.dropped}" + (f", restarts {self.restarts}" if self.restarts else "")]
 
     def line(self) -> str:
