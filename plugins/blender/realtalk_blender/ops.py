@@ -237,8 +237,8 @@ class REALTALK_OT_push_file(bpy.types.Operator):
         try:
             S.push_file(path, _session.scene_fps(context.scene))
         except (RequestError, ValueError, RuntimeError, OSError) as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+            return _say(self, "ERROR", f"stream failed: {e}")
+        S.message = ""
         return {"FINISHED"}
 
 

@@ -142,6 +142,10 @@ try:
     r = op(bpy.ops.realtalk.bake_file)
     out["no_sidecar_bake"] = [str(r), S.message, time.monotonic() - t_bake]
     check(r != {"FINISHED"} and "no sidecar answered" in S.message, f"bake with no sidecar: {out['no_sidecar_bake']}")
+    t_push = time.monotonic()
+    r = op(bpy.ops.realtalk.push_file)
+    out["no_sidecar_push"] = [S.message, time.monotonic() - t_push]
+    check(r != {"FINISHED"} and "unreachable" in S.message, f"push with no sidecar: {out['no_sidecar_push']}")
     job = S.bake_start(bpy.context, args.wav)
     states = [job.step(bpy.context)]
     job.cancel()

@@ -346,17 +346,18 @@ class FilePusher:
     """Streams a WAV file to the sidecar in real time (`stream_open` + `push_audio`): a live preview and
     record source whose audio we have, so a take gets its sound strip."""
 
-    def __init__(self, client: Client, path: str, stream: str = "blender", fps: float = 30.0, lead: float = 0.1):
+    def __init__(self, client: Client, path: str, stream: str = "blender", fps: float = 30.0, lead: float = 0.1,
+                 timeout: float = 2.0):
         self.client, self.path, self.lead = client, path, lead
         self.pcm, self.sample_rate, self.duration = read_wav_s16(path)
-        try:
-            reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)
+        try:  # called from a button on Blender's main thread: no sidecar must not freeze it for long
+            reply = client.request("stream_open", timeout=timeout, stream=stream, fps=fps, sample_rate=self.sample_rate)
         except RequestError as e:
             # SPEC allows 1..120 fps; a sidecar may offer only the usual rates: take the nearest, resample later
             if e.code != "bad_request" or fps in COMMON_FPS:
                 raise
             fps = min(COMMON_FPS, key=lambda f: abs(f - fps))
-            reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)
+            reply = client.request("stream_open", timeout=timeout, stream=stream, fps=fps, sample_rate=self.sample_rate)
         self.stream = str(reply.get("stream", stream))
         self.sent = 0  # samples
         self.t_start = None
