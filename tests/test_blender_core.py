@@ -557,9 +557,15 @@ def test_playout_slow_ui_and_restart():
     restart = _frames_at([0.0, 1 / 30], [60.0, 60.0 + 1 / 30])
     p.push(restart, now=60.05)
     assert p.current(60.05).t == 1 / 30 and len(p.queue) == 0
-    other = _frames_at([5.0], [61.0], stream="file")
-    p.push(other, now=61.0)
-    assert p.current(61.0).stream == "file"
+    # another stream while this one plays is not shown; once this one is quiet for 1 s it takes over
+    p.push(_frames_at([5.0], [60.5], stream="file"), now=60.5)
+    assert p.current(60.5).stream == "mic"
+    p.push(_frames_at([6.0], [61.2], stream="file"), now=61.2)
+    assert p.current(61.2).stream == "file"
+    # the stream being recorded or pushed wins at once, and others are left out while it is preferred
+    p.prefer = "blender"
+    p.push(_frames_at([0.5], [61.3], stream="blender") + _frames_at([7.0], [61.3], stream="file"), now=61.3)
+    assert p.current(61.3).stream == "blender" and p.stream == "blender"
 
 
 def test_sound_passes_align_looping_sources_with_the_take():

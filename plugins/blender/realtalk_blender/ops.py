@@ -124,7 +124,7 @@ class REALTALK_OT_take_bake(bpy.types.Operator):
     bl_description = "Bake the kept take onto the selected meshes"
 
     def execute(self, context):
-        if S.held is None:
+        if not S.held:
             return _say(self, "WARNING", "no take kept")
         actions = S.bake_held(context, add_sound=context.scene.realtalk.add_sound)
         if not actions:
@@ -354,7 +354,8 @@ def register():
 
 
 def unregister():
-    S.recorder = S.held = None
+    S.recorder = None
+    S.held = []
     S.disconnect()
     if bpy.app.timers.is_registered(_session.timer):
         bpy.app.timers.unregister(_session.timer)

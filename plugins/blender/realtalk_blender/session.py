@@ -91,7 +91,7 @@ class Session:
         self.client: Client | None = None
         self.pusher: FilePusher | None = None
         self.recorder: Recorder | None = None
-        self.held: Recorder | None = None  # a stopped take not baked yet (no mesh to bake it on): never dropped
+        self.held: list[Recorder] = []  # stopped takes not baked yet (no mesh to bake them on): never dropped
         self.last = None          # newest frame
         self.shown = None         # the frame the live drive applied last (the one due now, see core/playout.py)
         self.playout = Playout()
@@ -105,6 +105,7 @@ class Session:
         self.maps: dict[str, tuple[tuple, list[mapping.Channel]]] = {}
         self.prev: dict[str, dict[str, float]] = {}
         self.unmatched: list[str] = []
+        self.no_target = False  # frames arrive but no mesh is selected (or was driven before)
         self.still_keys: list[str] = []  # keys left out by "Only moving keys" in the last bake
         self.message = ""
 
@@ -169,6 +170,7 @@ class Session:
         if frames:
             self.last = frames[-1]
             self._watch_blinks(frames)
+        self.playout.prefer = (self.recorder.stream if self.recorder else "") or (self.pusher.stream if self.pusher else "")
         self.playout.push(frames, now)
         due = self.playout.current(now)
         ctx = context or bpy.context
@@ -222,7 +224,8 @@ class Session:
         settings = ctx.scene.realtalk
         n = 0
         unmatched = []
-        for obj in self.targets(ctx):
+        objs = self.targets(ctx)
+        for obj in objs:
             sk = obj.data.shape_keys
             chans = self.channels_for(obj, values.keys(), settings) if sk else []
             if not chans:
@@ -235,6 +238,7 @@ class Session:
                 kbs[k].value = v
                 n += 1
         self.unmatched = unmatched
+        self.no_target = not objs
         return n
 
     # -- recording ---------------------------------------------------------------------------------
@@ -250,7 +254,7 @@ class Session:
         self.message = "" if with_keys(objs) else "recording: select the meshes to bake it on before Stop"
 
     def record_stop(self, context, add_sound: bool = True) -> list:
-        """Stop the take and bake it. A take with frames but no mesh to bake on is held (`self.held`) until
+        """Stop the take and bake it. A take with frames but no mesh to bake on is kept (`self.held`) until
         `bake_held` or `discard_held`; `self.message` says what happened."""
         rec, self.recorder = self.recorder, None
         if rec is None:
@@ -260,15 +264,17 @@ class Session:
         return self._bake_take(context, rec, add_sound)
 
     def bake_held(self, context, add_sound: bool = True) -> list:
-        rec, self.held = self.held, None
-        if rec is None:
-            return []
-        rec.targets = ()  # baked on what is selected now
-        return self._bake_take(context, rec, add_sound)
+        """Bake the kept takes onto what is selected now; those that still find no mesh stay kept."""
+        held, self.held = self.held, []
+        actions = []
+        for rec in held:
+            rec.targets = ()
+            actions += self._bake_take(context, rec, add_sound)
+        return actions
 
     def discard_held(self) -> int:
-        n = len(self.held.times) if self.held else 0
-        self.held = None
+        n = sum(len(r.times) for r in self.held)
+        self.held = []
         self.message = f"take discarded ({n} frames)" if n else ""
         return n
 
@@ -280,9 +286,9 @@ class Session:
             return []
         objs = with_keys(objects_named(rec.targets)) or with_keys(target_meshes(context))
         if not any(self._has_channels(o, rec.names, context.scene.realtalk) for o in objs):
-            self.held = rec
+            self.held.append(rec)
             self.message = (f"take of {len(rec.times)} frames kept: select a mesh with matching shape keys, "
-                            "then Bake Take (or Discard)")
+                            "then Bake (or Discard)")
             return []
         scene = context.scene
         settings = scene.realtalk

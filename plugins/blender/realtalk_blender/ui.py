@@ -59,9 +59,10 @@ class REALTALK_PT_main(bpy.types.Panel):
         rec = S.recorder is not None
         col.operator("realtalk.record", text="Stop + Bake" if rec else "Record",
                      icon="SNAP_FACE" if rec else "REC", depress=rec)
-        if S.held is not None:
+        if S.held:
             hb = layout.box()
-            hb.label(text=f"Kept take: {len(S.held.times)} frames", icon="ERROR")
+            n = sum(len(r.times) for r in S.held)
+            hb.label(text=f"Kept: {len(S.held)} take{'s' if len(S.held) > 1 else ''}, {n} frames", icon="ERROR")
             row = hb.row(align=True)
             row.operator("realtalk.take_bake", text="Bake", icon="KEYINGSET")
             row.operator("realtalk.take_discard", text="Discard", icon="TRASH")
@@ -79,6 +80,8 @@ class REALTALK_PT_main(bpy.types.Panel):
         col.prop(st, "smoothing")
         if S.unmatched:
             wrapped(col, "No matching keys: " + ", ".join(S.unmatched), "ERROR")
+        elif S.no_target and S.connected:
+            wrapped(col, "Select a mesh with shape keys to drive", "INFO")
 
         layout.label(text="Audio file", icon="FILE_SOUND")
         layout.prop(st, "audio_file", text="")

@@ -318,17 +318,17 @@ try:
         rec.names = names
         S.recorder = rec
         r = op(bpy.ops.realtalk.record)
-        check(r == {"CANCELLED"} and S.held is rec and "kept" in S.message, f"take not kept: {r} {S.message}")
+        check(r == {"CANCELLED"} and S.held == [rec] and "kept" in S.message, f"take not kept: {r} {S.message}")
         if what == "bake":
             face.select_set(True)
-            check(bpy.ops.realtalk.take_bake() == {"FINISHED"} and S.held is None, "kept take not baked")
+            check(bpy.ops.realtalk.take_bake() == {"FINISHED"} and S.held == [], "kept take not baked")
             held_action = face.data.shape_keys.animation_data.action
             keys = mod_anim.fcurves(held_action, face.data.shape_keys)[0].keyframe_points
             out["held_take"] = [held_action.name, len(keys), tuple(keys[0].co)[0]]
             check(S.result_actions == [held_action.name], "kept take not named in the panel")
             face.select_set(False)
         else:
-            check(bpy.ops.realtalk.take_discard() == {"FINISHED"} and S.held is None, "kept take not discarded")
+            check(bpy.ops.realtalk.take_discard() == {"FINISHED"} and S.held == [], "kept take not discarded")
             out["discarded"] = S.message
     face.select_set(True)
 
