@@ -54,7 +54,8 @@ class RealTalkSettings(bpy.types.PropertyGroup):
     active_channel: IntProperty()
     audio_file: StringProperty(name="Audio", subtype="FILE_PATH", description="Speech file to bake or stream live")
     take_audio: StringProperty(name="Take audio", subtype="FILE_PATH",
-                               description="Audio of the sidecar's source (e.g. serve --input FILE) for the take's sound strip")
+                               description="Audio of the sidecar's source (serve --input FILE, also with --loop) "
+                                           "for the take's sound strip, heard from the take's first frame")
     add_sound: BoolProperty(name="Add sound strip", default=True)
     max_take_seconds: FloatProperty(name="Max take", default=600.0, min=1.0, unit="TIME_ABSOLUTE",
                                     description="Longer recordings are split into several Actions")

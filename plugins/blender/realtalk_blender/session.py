@@ -170,7 +170,9 @@ class Session:
         if frames:
             self.last = frames[-1]
             self._watch_blinks(frames)
-        self.playout.prefer = (self.recorder.stream if self.recorder else "") or (self.pusher.stream if self.pusher else "")
+        # the stream being recorded or pushed is the one on the face
+        self.playout.prefer = ((self.recorder.stream if self.recorder else "")
+                               or (self.pusher.stream if self.pusher else ""))
         self.playout.push(frames, now)
         due = self.playout.current(now)
         ctx = context or bpy.context
@@ -220,7 +222,7 @@ class Session:
         return cached[1]
 
     def apply(self, ctx, values: dict[str, float]) -> int:
-        """Newest frame -> shape keys of the selected meshes. Returns the number of keys set."""
+        """A frame's values -> shape keys of the driven meshes (see `targets`). Returns the number of keys set."""
         settings = ctx.scene.realtalk
         n = 0
         unmatched = []

@@ -137,7 +137,8 @@ try:
         time.sleep(0.01)
     r = op(bpy.ops.realtalk.record)
     out["no_sidecar_record"] = [str(r), S.message]
-    check(r == {"CANCELLED"} and "0 frames received" in S.message, f"record with no sidecar: {out['no_sidecar_record']}")
+    check(r == {"CANCELLED"} and "0 frames received" in S.message,
+          f"record with no sidecar: {out['no_sidecar_record']}")
     t_bake = time.monotonic()
     r = op(bpy.ops.realtalk.bake_file)
     out["no_sidecar_bake"] = [str(r), S.message, time.monotonic() - t_bake]
