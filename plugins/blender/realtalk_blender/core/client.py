@@ -67,27 +67,40 @@ class Stats:
     latency_ms: float = 0.0          # receive time - sender's `wall`, smoothed
     stream: str = ""
     last_error: str = ""
-    _arrivals: deque = field(default_factory=lambda: deque(maxlen=1000), repr=False)
-
+    _times: dict = field(default_factory=dict, repr=False)  # stream -> deque of recent frame times `t`
+    _last_arrival: float = 0.0
     _now: float = 0.0
-    _t_first: float = 0.0
 
     @property
     def fps(self) -> float:
-        """Frames received per second over the last 2 s of wall time. Counting against the wall clock (not
-        between first and last arrival) keeps the rate right when a slow UI drains frames in bursts."""
-        span = min(2.0, self._now - self._t_first)
-        if span <= 0.05:
+        """The stream's frame rate from the frames' own audio times `t` over the last 2 s of stream time, so
+        a UI that drains frames slowly or in bursts reads the stream's rate, not its redraw rate.
+        0 when no frame arrived for 3 s (longer than a slow UI's redraw, the time after which a sidecar is lost)."""
+        ts = self._times.get(self.stream)
+        if not ts or len(ts) < 2 or self._now - self._last_arrival > 3.0:
             return 0.0
-        return sum(1 for a in self._arrivals if a >= self._now - 2.0) / span
+        span = ts[-1] - ts[0]
+        return (len(ts) - 1) / span if span > 0 else 0.0
+
+    def _frame_time(self, stream: str, t: float, now: float) -> None:
+        ts = self._times.get(stream)
+        if ts is None or (ts and t <= ts[-1]):  # new stream, or `t` went back (restart): start over
+            ts = self._times[stream] = deque(maxlen=1000)
+            while len(self._times) > 16:  # streams seen long ago
+                self._times.pop(next(iter(self._times)))
+        ts.append(t)
+        while t - ts[0] > 2.0:
+            ts.popleft()
+        self._last_arrival = now
 
     def lines(self) -> list[str]:
         """The status for a narrow panel: state, rate, latency and loss on separate lines."""
         if self.state != "connected":
             text = {"lost": "sidecar lost: reconnecting", "connecting": "waiting for the sidecar"}.get(self.state, self.state)
             return [text] + ([self.last_error] if self.last_error else [])
-        return [f"connected: {self.stream or 'waiting for frames'}",
-                f"{self.fps:.1f} fps, latency {self.latency_ms:.0f} ms",
+        # lines of at most ~24 characters: what fits the default sidebar width without '...'
+        return [f"connected: {self.stream or 'no frames yet'}",
+                f"{self.fps:.1f} fps, {self.latency_ms:.0f} ms late",
                 f"dropped {self.dropped}" + (f", restarts {self.restarts}" if self.restarts else "")]
 
     def line(self) -> str:
@@ -105,6 +118,7 @@ class Client:
         self.stream_filter, self.name, self.stale_after = stream, name, stale_after
         self.stats = Stats()
         self.layouts: dict[str, tuple[str, ...]] = {}
+        self.sources: dict[str, str] = {}  # stream id -> its source (mic / file / push), from hello and status
         self.replies: dict = {}
         self._ids = itertools.count(1)
         self._ctx = self._sub = self._dealer = None
@@ -224,8 +238,25 @@ class Client:
         except ProtocolError as e:
             self.stats.last_error = str(e)
         self.stats.server = str(reply.get("server", ""))
+        self._note_streams(reply)
         self.stats.state = "connected"
         self.stats.last_error = ""
+
+    def _note_streams(self, msg: dict) -> None:
+        """Remember each open stream's source; entries that are not well-formed are skipped."""
+        streams = msg.get("streams")
+        if not isinstance(streams, list):
+            return
+        for st in streams[:64]:
+            if isinstance(st, dict) and isinstance(st.get("stream"), str) and isinstance(st.get("source"), str):
+                self.sources[st["stream"][:64]] = st["source"][:16]
+        while len(self.sources) > 64:
+            self.sources.pop(next(iter(self.sources)))
+
+    def take_reply(self, rid):
+        """The reply to request `rid` if it has arrived (non-blocking), else None."""
+        self._drain_replies()
+        return self.replies.pop(rid, None)
 
     # -- the tick ----------------------------------------------------------------------------------
     def poll(self, now: float | None = None) -> list[Frame]:
@@ -252,6 +283,7 @@ class Client:
                 if msg.get("type") == "status":
                     self.layouts.update(protocol.parse_layouts(msg))
                     self.stats.server = str(msg.get("server", self.stats.server))
+                    self._note_streams(msg)
                 elif msg.get("type") == "coeffs":
                     f = protocol.parse_coeffs(msg, self.layouts)
                     if self.stream_filter and f.stream != self.stream_filter:
@@ -285,11 +317,7 @@ class Client:
         self._last_seq[f.stream] = f.seq
         s.frames += 1
         s.stream = f.stream
-        if s.frames == 1:
-            s._t_first = now
-        s._arrivals.append(now)
-        while now - s._arrivals[0] > 2.0:  # the rate over the last 2 s, not since connecting
-            s._arrivals.popleft()
+        s._frame_time(f.stream, f.t, now)
         lat = max(0.0, (now - f.wall) * 1000.0)
         s.latency_ms = lat if s.frames == 1 else 0.9 * s.latency_ms + 0.1 * lat
 
@@ -318,17 +346,18 @@ class FilePusher:
     """Streams a WAV file to the sidecar in real time (`stream_open` + `push_audio`): a live preview and
     record source whose audio we have, so a take gets its sound strip."""
 
-    def __init__(self, client: Client, path: str, stream: str = "blender", fps: float = 30.0, lead: float = 0.1):
+    def __init__(self, client: Client, path: str, stream: str = "blender", fps: float = 30.0, lead: float = 0.1,
+                 timeout: float = 2.0):
         self.client, self.path, self.lead = client, path, lead
         self.pcm, self.sample_rate, self.duration = read_wav_s16(path)
-        try:
-            reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)
+        try:  # called from a button on Blender's main thread: no sidecar must not freeze it for long
+            reply = client.request("stream_open", timeout=timeout, stream=stream, fps=fps, sample_rate=self.sample_rate)
         except RequestError as e:
             # SPEC allows 1..120 fps; a sidecar may offer only the usual rates: take the nearest, resample later
             if e.code != "bad_request" or fps in COMMON_FPS:
                 raise
             fps = min(COMMON_FPS, key=lambda f: abs(f - fps))
-            reply = client.request("stream_open", stream=stream, fps=fps, sample_rate=self.sample_rate)
+            reply = client.request("stream_open", timeout=timeout, stream=stream, fps=fps, sample_rate=self.sample_rate)
         self.stream = str(reply.get("stream", stream))
         self.sent = 0  # samples
         self.t_start = None

@@ -74,3 +74,29 @@ def split_takes(times, max_frames: int, fps: float) -> list[tuple[int, int]]:
     if times:
         out.append((i0, len(times)))
     return out
+
+
+def sound_passes(first_frame: int, last_frame: int, fps: float, position: float,
+                 duration: float | None) -> list[tuple[float, float, float]]:
+    """Where to put a take's audio: [(strip start, first shown frame, last shown frame + 1), ...].
+
+    `position` is the file time (s) heard at the take's first frame. A source that loops (`serve --input F
+    --loop`) is at `t mod duration`; each pass of the file that overlaps the take gets one strip, trimmed so
+    the first one starts on the take's first frame and passes meet end to end. Strip starts are exact
+    (fractional); Blender rounds them. With `duration` unknown: one strip.
+    """
+    if fps <= 0 or last_frame < first_frame:
+        return []
+    if duration is not None and duration > 0:
+        position %= duration
+    start = first_frame - position * fps
+    if duration is None or duration <= 0:
+        return [(start, float(first_frame), float(last_frame + 1))]
+    out = []
+    pass_frames = duration * fps
+    k = 0
+    while start + k * pass_frames < last_frame + 1 and k < 1000:
+        s = start + k * pass_frames
+        out.append((s, max(s, float(first_frame)), min(s + pass_frames, float(last_frame + 1))))
+        k += 1
+    return out
