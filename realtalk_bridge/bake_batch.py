@@ -95,6 +95,12 @@ def load_manifest(path: Path) -> dict[str, dict]:
     return last
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
 def is_done(rec: dict | None, size: int, mtime: float, model: str, settings: Settings, out_dir: Path) -> bool:
     """True when a manifest line says this exact input was baked with this model and settings."""
     if not rec or rec.get("status") != "done":
@@ -228,6 +234,8 @@ class Job:
         todo = self.plan()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.manifest_path, "a", encoding="utf-8") as self._manifest:
+            if self._manifest.tell() and not _ends_with_newline(self.manifest_path):
+                self._manifest.write("\n")  # a line torn by a crash stays alone (and is ignored)
             if progress is not None:
                 progress.start(len(todo))
             done = (progress.advance if progress is not None else (lambda: None))
@@ -315,12 +323,11 @@ class Job:
 class _Bar:
     """One rich progress bar for the whole job (files); silent when stderr is not a terminal."""
 
-    def __init__(self):
+    def __init__(self, label: str = "bake"):
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        from rich.console import Console
-
-        self.p = Progress("bake", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        self.p = Progress(label, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           console=Console(stderr=True), transient=False)
         self.task = None
 

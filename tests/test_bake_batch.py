@@ -225,3 +225,32 @@ def test_batch_argument_errors(a2e_model, speech, tmp_path, capsys):
     assert main(["bake", str(lib), "--out", str(tmp_path / "no" / "such" / "o"), "--model", str(a2e_model)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["bake", str(lib), "--out", str(tmp_path / "o"), "--jobs", "0", "--model", str(a2e_model)]) == 2
+
+
+def test_a_torn_manifest_line_is_ignored_and_does_not_swallow_the_next(a2e_model, speech, tmp_path, capsys):
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    lib.mkdir()
+    sf.write(lib / "a.wav", speech[:16000], 16000)
+    sf.write(lib / "b.wav", speech[16000:32000], 16000)
+    args = ["bake", str(lib), "--out", str(out), "--jobs", "1", "--model", str(a2e_model)]
+    assert main(args) == 0
+    path = out / MANIFEST_NAME
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # power cut in the middle of line 2
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 baked" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 baked" in capsys.readouterr().out and sorted(_manifest(out)) == ["a.wav", "b.wav"]
+
+
+def test_bench_bake_writes_the_keys_and_a_plot(a2e_model, tmp_path):
+    out = tmp_path / "bake.json"
+    assert main(["bench", "bake", "--out", str(out), "--minutes", "0.2", "--jobs", "1", "--model", str(a2e_model),
+                 "--work-dir", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["x_realtime"]) == {"1"} and r["x_realtime"]["1"] > 1
+    assert r["x_realtime_per_core"]["1"] == r["x_realtime"]["1"] and r["library"]["audio_seconds"] >= 12
+    assert r["target_per_core"] == 200 and isinstance(r["meets_target"], bool)
+    assert not Path(r["model"]).is_absolute() and r["model"].endswith(".onnx")
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
