@@ -129,7 +129,7 @@ def bake_source(rt, source, name: str, settings: Settings) -> dict:
                    warning="; ".join(src.warnings) or None)
     except BakeInputError as exc:
         res["error"] = str(exc)
-    except (ValueError, OSError, MemoryError) as exc:
+    except Exception as exc:  # whatever one file does (a decoder or model error), the job goes on
         res["error"] = f"{name}: {type(exc).__name__}: {exc}"
     return res
 
@@ -230,7 +230,8 @@ class Job:
         self._manifest.flush()
         os.fsync(self._manifest.fileno())
 
-    def run(self, jobs: int, ray_address: str | None = None, progress=None) -> None:
+    def run(self, jobs: int | None, ray_address: str | None = None, progress=None) -> None:
+        """Bake what plan() leaves. jobs None: one per core here, one per cluster CPU on Ray."""
         todo = self.plan()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.manifest_path, "a", encoding="utf-8") as self._manifest:
@@ -243,10 +244,10 @@ class Job:
                 return
             if ray_address:
                 self._run_ray(todo, jobs, ray_address, done)
-            elif jobs <= 1:
+            elif (jobs or os.cpu_count() or 1) <= 1:
                 self._run_inline(todo, done)
             else:
-                self._run_pool(todo, jobs, done)
+                self._run_pool(todo, jobs or os.cpu_count() or 1, done)
 
     def _run_inline(self, todo, done) -> None:
         from realtalk_bridge.runtime.a2e import A2ERuntime
@@ -266,7 +267,12 @@ class Job:
         written = set()
         try:
             for fut in as_completed(futures):
-                self.record(futures[fut], fut.result())
+                try:
+                    res = fut.result()
+                except Exception as exc:  # a worker died (killed, out of memory): this file fails, a rerun retries
+                    res = {"status": "failed", "error": f"{futures[fut][0]}: worker failed: {type(exc).__name__}: {exc}",
+                           "warning": None, "seconds": None, "frames": None, "data": None}
+                self.record(futures[fut], res)
                 written.add(fut)
                 done()
         except KeyboardInterrupt:
@@ -289,7 +295,7 @@ class Job:
         started = not ray.is_initialized()
         if started:
             if address == "local":
-                ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=jobs or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(address=address, log_to_driver=False)
         try:
@@ -301,6 +307,8 @@ class Job:
     def _ray_map(self, ray, ActorPool, todo, jobs, done) -> None:
         Worker = ray.remote(num_cpus=1)(_RayWorker)
         model_ref = ray.put(self.model_path.read_bytes())
+        if jobs is None:  # the whole cluster
+            jobs = int(ray.cluster_resources().get("CPU", 1))
         n_actors = max(1, min(jobs, len(todo)))
         pool = ActorPool([Worker.remote(model_ref) for _ in range(n_actors)])
         items = {item[0]: item for item in todo}
@@ -347,8 +355,9 @@ class _Bar:
 def add_arguments(p) -> None:
     g = p.add_argument_group("batch (a folder or glob pattern as input)")
     g.add_argument("--format", choices=FORMAT_CHOICES, default="csv", help="track format of every output (default csv)")
-    g.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="worker processes, each with its own model session (default: the number of cores)")
+    g.add_argument("--jobs", type=int, default=None,
+                   help="worker processes, each with its own model session (default: the number of cores; "
+                        "with --ray: the cluster's CPUs)")
     g.add_argument("--manifest", default=None, help=f"manifest file (default: OUT/{MANIFEST_NAME})")
     g.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on an existing Ray cluster (`auto`, ray://host:10001; `local` starts one here); "
@@ -369,7 +378,7 @@ def run(args) -> int:
     if not out.parent.exists():
         print(f"bake: the folder {out.parent} does not exist; create it first", file=sys.stderr)
         return 2
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         print("bake: --jobs must be >= 1", file=sys.stderr)
         return 2
     settings = Settings(fps=float(args.fps), lookahead_ms=float(args.lookahead_ms), format=args.format,
