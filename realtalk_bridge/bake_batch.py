@@ -140,11 +140,26 @@ _RT = None  # the worker process's own session
 def _init_worker(model: str | None) -> None:
     # Ctrl-C goes to the whole process group: the parent alone decides what happens (it finishes writing)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     global _RT
     from realtalk_bridge.runtime.a2e import A2ERuntime
 
     _RT = A2ERuntime(model, threads=1)
+
+
+def _exit_with_parent() -> None:
+    """A worker whose parent was killed (SIGKILL, OOM) would wait on its queue forever: leave instead."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _work(path: str, name: str, settings: Settings) -> dict:
@@ -364,6 +379,16 @@ def add_arguments(p) -> None:
                         'needs `pip install "realtalk-bridge[ray]"` here and on the cluster')
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def run(args) -> int:
     from realtalk_bridge.bake import FORMATS
 
@@ -397,12 +422,16 @@ def run(args) -> int:
     bar = _Bar()
     t0 = time.perf_counter()
     interrupted = False
+    # SIGTERM (a scheduler, `kill`) takes the same orderly path as Ctrl-C: finish, write, stop the workers
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         job.run(args.jobs, args.ray, progress=bar)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     dt = time.perf_counter() - t0
     c = job.counts
     print(f"bake: {c['done']} baked ({job.audio_seconds:.1f} s of audio in {dt:.1f} s, "

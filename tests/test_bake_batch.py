@@ -161,7 +161,32 @@ def test_second_run_skips_done_and_retries_failed(a2e_model, speech, tmp_path, c
     assert "2 baked" in capsys.readouterr().out
 
 
-def test_ctrl_c_keeps_what_is_written_and_a_rerun_finishes(a2e_model, runtime, speech, tmp_path):
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d.name))
+    return kids
+
+
+def _interrupt_when(proc, out: Path, n_done: int, sig) -> list[int]:
+    """Send `sig` once the manifest lists n_done files; return the worker pids seen just before."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_manifest(out)) < n_done:
+        time.sleep(0.05)
+    assert len(_manifest(out)) >= n_done, proc.communicate(timeout=60)
+    workers = _children(proc.pid)
+    proc.send_signal(sig)
+    return workers
+
+
+def test_ctrl_c_and_sigterm_keep_what_is_written_and_a_rerun_finishes(a2e_model, runtime, speech, tmp_path):
+    """Three real runs of the command (~15 s: each starts Python and two spawned workers): SIGINT, SIGTERM, finish."""
     lib, out = tmp_path / "lib", tmp_path / "out"
     lib.mkdir()
     clip = speech[:48000]  # 3 s per line
@@ -170,25 +195,25 @@ def test_ctrl_c_keeps_what_is_written_and_a_rerun_finishes(a2e_model, runtime, s
     cmd = [sys.executable, "-m", "realtalk_bridge", "bake", str(lib), "--out", str(out), "--jobs", "2",
            "--model", str(a2e_model)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(_manifest(out)) < 2:
-            time.sleep(0.05)
-        assert len(_manifest(out)) >= 2, proc.communicate(timeout=60)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
-    man = _manifest(out)
-    assert 2 <= len(man) < 16  # stopped part-way
     expected = infer_offline(runtime, bake.read_checked(lib / "line_00.wav").audio, fps=30, lookahead_ms=80)
-    for rec in man.values():  # every track the manifest lists is whole
-        assert rec["status"] == "done"
-        assert np.max(np.abs(_csv_weights(out / rec["output"]) - expected)) < 1e-5
-    assert not list(out.glob(".*.tmp"))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            before = len(_manifest(out))
+            workers = _interrupt_when(proc, out, before + 2, sig)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == 130, stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        assert workers and not [w for w in workers if Path(f"/proc/{w}").exists()
+                                and "multiprocessing" in Path(f"/proc/{w}/cmdline").read_text(errors="replace")]
+        man = _manifest(out)
+        assert before + 2 <= len(man) < 16  # stopped part-way
+        for rec in man.values():  # every track the manifest lists is whole
+            assert rec["status"] == "done"
+            assert np.max(np.abs(_csv_weights(out / rec["output"]) - expected)) < 1e-5
+        assert not list(out.glob(".*.tmp"))
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"{16 - len(man)} baked" in r.stdout and f"{len(man)} already done" in r.stdout
@@ -251,6 +276,7 @@ def test_bench_bake_writes_the_keys_and_a_plot(a2e_model, tmp_path):
     r = json.loads(out.read_text())
     assert set(r["x_realtime"]) == {"1"} and r["x_realtime"]["1"] > 1
     assert r["x_realtime_per_core"]["1"] == r["x_realtime"]["1"] and r["library"]["audio_seconds"] >= 12
+    assert r["x_realtime_per_cpu_second"]["1"] > 1 and r["runs"]["1"]["cpu_s"] > 0
     assert r["target_per_core"] == 200 and isinstance(r["meets_target"], bool)
     assert not Path(r["model"]).is_absolute() and r["model"].endswith(".onnx")
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
