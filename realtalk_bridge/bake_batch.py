@@ -177,7 +177,10 @@ class _RayWorker:
         fd, tmp = tempfile.mkstemp(suffix=".onnx")
         with os.fdopen(fd, "wb") as f:
             f.write(model_bytes)
-        self.rt = A2ERuntime(tmp, threads=1)
+        try:
+            self.rt = A2ERuntime(tmp, threads=1)
+        finally:
+            os.unlink(tmp)  # the session holds the model in memory
 
     def bake(self, item: tuple) -> tuple:
         key, data, name, settings = item
@@ -197,21 +200,29 @@ class Job:
         self.settings = settings
         self.model = model
         self.model_path = Path(model) if model else DEFAULT_MODEL
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"no A2E model at {self.model_path}")
         self.model_hash = file_sha256(self.model_path)
         self.manifest_path = manifest or out_dir / MANIFEST_NAME
         self.counts = {"done": 0, "failed": 0, "skipped": 0, "warnings": 0}
         self.audio_seconds = 0.0
         self.failures: list[str] = []
+        self.conflicts: list[tuple] = []
         self._manifest = None
 
     def plan(self) -> list[tuple[str, Path, Path, int, float]]:
         """(key, source, output, size, mtime) of every input not already done."""
         previous = load_manifest(self.manifest_path)
-        todo = []
+        todo, claimed = [], {}
+        self.conflicts = []
         for src in self.files:
             st = src.stat()
             key = src.relative_to(self.root).as_posix()
             out = output_for(self.root, self.out_dir, src, self.settings.format)
+            if out in claimed:  # line.wav and line.flac side by side: never let one overwrite the other
+                self.conflicts.append((key, src, out, st.st_size, st.st_mtime, claimed[out]))
+                continue
+            claimed[out] = key
             if is_done(previous.get(key), st.st_size, st.st_mtime, self.model_hash, self.settings, self.out_dir):
                 self.counts["skipped"] += 1
                 continue
@@ -252,6 +263,10 @@ class Job:
         with open(self.manifest_path, "a", encoding="utf-8") as self._manifest:
             if self._manifest.tell() and not _ends_with_newline(self.manifest_path):
                 self._manifest.write("\n")  # a line torn by a crash stays alone (and is ignored)
+            for *item, first in self.conflicts:
+                self.record(tuple(item), {"status": "failed", "error": f"{item[0]}: same output as {first} "
+                                          f"({item[2].name}); rename one of them", "warning": None,
+                                          "seconds": None, "frames": None, "data": None})
             if progress is not None:
                 progress.start(len(todo))
             done = (progress.advance if progress is not None else (lambda: None))

@@ -239,6 +239,18 @@ def test_ray_local_gives_the_same_outputs_and_manifest(a2e_model, speech, tmp_pa
             assert (tmp_path / "local" / rec["output"]).read_bytes() == (tmp_path / "ray" / rec["output"]).read_bytes()
 
 
+def test_two_inputs_with_one_output_name_never_overwrite(a2e_model, speech, tmp_path, capsys):
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    lib.mkdir()
+    sf.write(lib / "line.flac", speech[:16000], 16000)
+    sf.write(lib / "line.wav", speech[16000:40000], 16000)
+    assert main(["bake", str(lib), "--out", str(out), "--jobs", "1", "--model", str(a2e_model)]) == 1
+    man = _manifest(out)
+    assert man["line.flac"]["status"] == "done" and man["line.wav"]["status"] == "failed"
+    assert "same output as line.flac" in man["line.wav"]["error"]
+    assert len((out / "line.csv").read_text().splitlines()) == 1 + 30  # the 1 s flac, not the 1.5 s wav
+
+
 def test_batch_argument_errors(a2e_model, speech, tmp_path, capsys):
     lib = tmp_path / "lib"
     lib.mkdir()
