@@ -152,19 +152,20 @@ def run(args) -> int:
 
         def say(text):
             print(re.sub(r"\[/?\w+\]", "", text))
-    counts = {"ok": 0, "warn": 0, "fail": 0}
+    warned = 0
+    failed = 0
     for name, (status, detail, fix) in checks(args.model, args.pub, args.ctl):
-        counts[status] += 1
+        failed += status == "fail"
+        warned += status == "warn"
         say(f"{marks[status]} {name:<22} {detail}")
         if fix and status != "ok":
             say(f"     {'':<22} fix: {fix}")
-    say(summary(counts))
-    return 1 if counts["fail"] else 0
+    say(summary(failed, warned))
+    return 1 if failed else 0
 
 
-def summary(counts: dict) -> str:
+def summary(fail: int, warn: int) -> str:
     """The last line: "all good" only when nothing failed and nothing warned."""
-    fail, warn = counts.get("fail", 0), counts.get("warn", 0)
     if not fail and not warn:
         return "all good"
     parts = ([f"{fail} problem(s) to fix"] if fail else []) + ([f"{warn} warning(s)"] if warn else [])
