@@ -117,7 +117,8 @@ def read_checked(source, name: str | None = None, max_seconds: float | None = DE
         raise BakeInputError(f"{label}: the header says {info.duration:.0f} s of audio, over the limit of "
                              f"{max_seconds:.0f} s (--max-seconds; 0 = no limit)")
     if info.samplerate < MIN_SAMPLE_RATE:
-        raise BakeInputError(f"{label}: sample rate {info.samplerate} Hz is below {MIN_SAMPLE_RATE} Hz; not speech audio")
+        raise BakeInputError(f"{label}: sample rate {info.samplerate} Hz is below {MIN_SAMPLE_RATE} Hz; "
+                             "not speech audio")
     warnings = []
     promised = _truncation(info)
     if promised is not None:
@@ -217,7 +218,8 @@ def add_arguments(p) -> None:
     p.add_argument("--lookahead-ms", type=float, default=80.0, help="A2E look-ahead (same as the live stream)")
     p.add_argument("--model", default=None, help="A2E .onnx (default: models/a2e/default.onnx)")
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
-                   help=f"refuse files longer than this, from their header (default {DEFAULT_MAX_SECONDS:.0f}; 0 = no limit)")
+                   help="refuse files longer than this, from their header "
+                        f"(default {DEFAULT_MAX_SECONDS:.0f}; 0 = no limit)")
     p.add_argument("--allow-silent", action="store_true", help="bake silent files instead of reporting them")
     from realtalk_bridge import bake_batch
 

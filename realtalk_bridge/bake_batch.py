@@ -300,8 +300,8 @@ class Job:
                 try:
                     res = fut.result()
                 except Exception as exc:  # a worker died (killed, out of memory): this file fails, a rerun retries
-                    res = {"status": "failed", "error": f"{futures[fut][0]}: worker failed: {type(exc).__name__}: {exc}",
-                           "warning": None, "seconds": None, "frames": None, "data": None}
+                    res = {"status": "failed", "warning": None, "seconds": None, "frames": None, "data": None,
+                           "error": f"{futures[fut][0]}: worker failed: {type(exc).__name__}: {exc}"}
                 self.record(futures[fut], res)
                 written.add(fut)
                 done()

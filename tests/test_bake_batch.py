@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from _sidecar_util import HELLO_WAV, a2e_model, runtime, speech  # noqa: F401  (fixtures)
+from _sidecar_util import a2e_model, runtime, speech  # noqa: F401  (fixtures)
 from realtalk_bridge import bake
 from realtalk_bridge.bake_batch import MANIFEST_NAME, find_inputs, load_manifest
 from realtalk_bridge.cli import main

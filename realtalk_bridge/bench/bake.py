@@ -32,7 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=None, help="A2E .onnx (default: the shipped model)")
     parser.add_argument("--format", default="csv", choices=("csv", "json", "npz", "msgpack"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", type=Path, default=None, help="where the library is written (default: a temp folder)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where the library is written (default: a temp folder)")
 
 
 def make_library(folder: Path, minutes: float, seed: int = 0, source: Path = SPEECH) -> dict:
