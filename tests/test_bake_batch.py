@@ -36,9 +36,9 @@ def _csv_weights(path: Path) -> np.ndarray:
 
 
 def _library(root: Path, speech: np.ndarray) -> dict[str, np.ndarray]:
-    """Three short lines in a nested tree, in three formats -> {relative path: 16 kHz audio}."""
+    """Four short lines in a nested tree, in four formats -> {relative path: 16 kHz audio}."""
     lines = {"intro.wav": speech[:40000], "act1/npc_a.flac": speech[8000:30000],
-             "act1/deep/npc_b.ogg": speech[16000:50000]}
+             "act1/deep/npc_b.ogg": speech[16000:50000], "act2/npc_c.mp3": speech[4000:36000]}
     for rel, x in lines.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def test_batch_mirrors_the_tree_and_equals_single_file_bakes(a2e_model, runtime,
     root, files = find_inputs(str(lib))
     assert root == lib and [f.relative_to(lib).as_posix() for f in files] == sorted(audio)
     assert main(["bake", str(lib), "--out", str(out), "--jobs", "2", "--model", str(a2e_model)]) == 0
-    assert "3 baked" in capsys.readouterr().out
+    assert "4 baked" in capsys.readouterr().out
     man = _manifest(out)
     assert sorted(man) == sorted(audio)
     for rel, x in audio.items():
