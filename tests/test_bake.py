@@ -95,3 +95,11 @@ def test_write_track_is_atomic_when_the_disk_fills(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="No space"):
         bake.write_track(path, np.arange(900) / 30, np.full((900, 2), 0.5, np.float32), names, 30)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["track.csv"]
+
+
+def test_offline_inference_never_returns_nan(runtime):
+    """Finite but huge float samples overflow inside the model: an error, not an all-NaN track (SPEC section 1)."""
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bake_array(runtime, np.full(16000, 3e38, np.float32))
+    t, w = bake_array(runtime, np.full(16000, 0.5, np.float32))
+    assert np.all(np.isfinite(w)) and len(w) == 30
