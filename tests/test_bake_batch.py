@@ -292,3 +292,51 @@ def test_bench_bake_writes_the_keys_and_a_plot(a2e_model, tmp_path):
     assert r["target_per_core"] == 200 and isinstance(r["meets_target"], bool)
     assert not Path(r["model"]).is_absolute() and r["model"].endswith(".onnx")
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+_UNITY_READER = r"""
+using System;
+using System.Globalization;
+using System.IO;
+using RealtalkBridge;
+
+public static class ReadBakeFile
+{
+    public static int Main(string[] args)
+    {
+        byte[] b = File.ReadAllBytes(args[0]);
+        var track = new CoefficientTrack();
+        string error;
+        if (!Protocol.TryDecodeBake(b, 0, b.Length, track, out error)) { Console.WriteLine("error " + error); return 1; }
+        Console.Write(track.FrameCount + " " + track.Names.Length + " " + track.Fps.ToString(CultureInfo.InvariantCulture));
+        for (int i = 0; i < track.Weights.Length; i++) Console.Write(" " + track.Weights[i].ToString("R", CultureInfo.InvariantCulture));
+        Console.WriteLine();
+        return 0;
+    }
+}
+"""
+
+
+def test_unity_core_decodes_a_msgpack_track(a2e_model, runtime, speech, tmp_path):
+    """The Unity package's own decoder (Runtime/Core, compiled with mcs, run with mono) reads `--format msgpack`."""
+    import shutil
+
+    if not (shutil.which("mcs") and shutil.which("mono")):
+        pytest.skip("needs Debian mono-mcs (CI installs it from .ci/apt-packages.txt)")
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    lib.mkdir()
+    sf.write(lib / "line.wav", speech[:24000], 16000)
+    assert main(["bake", str(lib), "--out", str(out), "--jobs", "1", "--format", "msgpack",
+                 "--model", str(a2e_model)]) == 0
+    core = sorted(str(p) for p in (ROOT / "plugins" / "unity" / "Runtime" / "Core").rglob("*.cs"))
+    (tmp_path / "ReadBakeFile.cs").write_text(_UNITY_READER)
+    exe = tmp_path / "read.exe"
+    r = subprocess.run(["mcs", "-langversion:7.2", "-nologo", f"-out:{exe}", str(tmp_path / "ReadBakeFile.cs"), *core],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["mono", str(exe), str(out / "line.msgpack")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n, e, fps, *values = r.stdout.split()
+    expected = infer_offline(runtime, bake.read_checked(lib / "line.wav").audio, fps=30, lookahead_ms=80)
+    assert (int(n), int(e), float(fps)) == (len(expected), len(runtime.names), 30.0)
+    np.testing.assert_array_equal(np.array(values, np.float32).reshape(expected.shape), expected)
