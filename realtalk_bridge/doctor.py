@@ -24,14 +24,24 @@ def check_python():
     return "ok", f"Python {platform.python_version()}", ""
 
 
+# Python packages that wrap a system library: an OSError on import means the library, not the package, is missing
+SYSTEM_LIBS = {
+    "sounddevice": ("PortAudio", "Debian/Ubuntu: apt-get install libportaudio2; Fedora: dnf install portaudio; "
+                                 "macOS: brew install portaudio"),
+    "soundfile": ("libsndfile", "Debian/Ubuntu: apt-get install libsndfile1; macOS: brew install libsndfile"),
+}
+
+
 def check_package(module, pip_name, purpose=None):
+    level = "warn" if purpose else "fail"
+    need = f"; needed for {purpose}" if purpose else ""
     try:
         mod = importlib.import_module(module)
-    except Exception as exc:  # ImportError, or OSError from a missing shared library
-        what = f"not importable ({type(exc).__name__}: {exc})"
-        if purpose:
-            return "warn", f"{module}: {what}; needed for {purpose}", f"pip install {pip_name}"
-        return "fail", f"{module}: {what}", f"pip install {pip_name}"
+    except OSError as exc:  # the package is there, the shared library it loads is not
+        lib, fix = SYSTEM_LIBS.get(module, ("a system library", f"reinstall {pip_name} or the library it names"))
+        return level, f"{module}: {lib} is missing ({exc}){need}", fix
+    except Exception as exc:  # ImportError (not installed), or a broken install
+        return level, f"{module}: not importable ({type(exc).__name__}: {exc}){need}", f"pip install {pip_name}"
     return "ok", f"{module} {getattr(mod, '__version__', '')}".strip(), ""
 
 
@@ -74,8 +84,8 @@ def check_audio():
     try:
         import sounddevice as sd
     except OSError as exc:
-        return "warn", f"PortAudio missing ({exc})", ("Debian/Ubuntu: apt-get install libportaudio2; macOS: brew install "
-                                                       "portaudio. --input FILE and pushed audio work without it")
+        return "warn", f"PortAudio missing ({exc})", (SYSTEM_LIBS["sounddevice"][1] +
+                                                       ". --input FILE and pushed audio work without it")
     except ImportError:
         return "warn", "sounddevice not installed", "pip install sounddevice (microphone input only)"
     try:
@@ -208,11 +218,21 @@ def run(args) -> int:
 
         def say(text):
             print(re.sub(r"\[/?\w+\]", "", text))
+    warned = 0
     failed = 0
     for name, (status, detail, fix) in checks(args.model, args.pub, args.ctl, _bridge_options(args)):
         failed += status == "fail"
+        warned += status == "warn"
         say(f"{marks[status]} {name:<22} {detail}")
         if fix and status != "ok":
             say(f"     {'':<22} fix: {fix}")
-    say("all good" if not failed else f"{failed} problem(s) to fix")
+    say(summary(failed, warned))
     return 1 if failed else 0
+
+
+def summary(fail: int, warn: int) -> str:
+    """The last line: "all good" only when nothing failed and nothing warned."""
+    if not fail and not warn:
+        return "all good"
+    parts = ([f"{fail} problem(s) to fix"] if fail else []) + ([f"{warn} warning(s)"] if warn else [])
+    return ", ".join(parts) + ("" if fail else " (the sidecar runs; see the fixes above)")

@@ -26,7 +26,15 @@ def test_bench_model_file(tiny_a2e_onnx, tmp_path):
     out = tmp_path / "m.json"
     assert main(["bench", "a2e", "--model", str(tiny_a2e_onnx), "--out", str(out), "--steps", "20", "--warmup", "2",
                  "--seconds", "0.5"]) == 0
-    assert json.loads(out.read_text())["model"] == str(tiny_a2e_onnx)
+    # the file name only: a results file must not record a developer's absolute path
+    assert json.loads(out.read_text())["model"] == tiny_a2e_onnx.name
+
+
+def test_bench_names_the_shipped_model_relative_to_the_models_folder():
+    from realtalk_bridge.bench.a2e import model_label
+    from realtalk_bridge.runtime.a2e import DEFAULT_MODEL
+
+    assert model_label(DEFAULT_MODEL) == "a2e/default.onnx"
 
 
 def test_bench_without_model_says_what_to_do(tmp_path, capsys):

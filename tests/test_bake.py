@@ -48,5 +48,58 @@ def test_bake_any_fps_and_errors(a2e_model, runtime, speech, tmp_path, capsys):
         bake_array(runtime, speech[:1600], fps=0)
     assert main(["bake", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "x.csv"),
                  "--model", str(a2e_model)]) == 1
-    assert "cannot read audio file" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     assert main(["bake", str(HELLO_WAV), "--out", str(tmp_path / "x.txt"), "--model", str(a2e_model)]) == 2
+
+
+def test_single_file_bake_refuses_empty_warns_truncated(a2e_model, speech, tmp_path, capsys):
+    import soundfile as sf
+
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    out = tmp_path / "x.csv"
+    assert main(["bake", str(empty), "--out", str(out), "--model", str(a2e_model)]) == 1
+    assert "no audio (0 samples)" in capsys.readouterr().err and not out.exists()
+    good = tmp_path / "good.wav"
+    sf.write(good, speech[:32000], 16000, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes(good.read_bytes()[:32000])
+    assert main(["bake", str(tmp_path / "cut.wav"), "--out", str(out), "--model", str(a2e_model)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "truncated" in err and "2.00 s" in err
+    assert len(out.read_text().splitlines()) == 1 + 30  # the second that is there, at 30 fps
+
+
+def test_single_file_bake_refuses_a_missing_folder(a2e_model, tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "x.csv"
+    assert main(["bake", str(HELLO_WAV), "--out", str(out), "--model", str(a2e_model)]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
+def test_write_track_is_atomic_when_the_disk_fills(monkeypatch, tmp_path):
+    """A full disk at write time leaves the previous track whole (and no temp file)."""
+    import errno
+    import os
+
+    from realtalk_bridge import bake
+
+    names = ["jawOpen", "mouthClose"]
+    path = tmp_path / "track.csv"
+    bake.write_track(path, np.arange(3) / 30, np.full((3, 2), 0.25, np.float32), names, 30)
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        bake.write_track(path, np.arange(900) / 30, np.full((900, 2), 0.5, np.float32), names, 30)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["track.csv"]
+
+
+def test_offline_inference_never_returns_nan(runtime):
+    """Finite but huge float samples overflow inside the model: an error, not an all-NaN track (SPEC section 1)."""
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bake_array(runtime, np.full(16000, 3e38, np.float32))
+    t, w = bake_array(runtime, np.full(16000, 0.5, np.float32))
+    assert np.all(np.isfinite(w)) and len(w) == 30

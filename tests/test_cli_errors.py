@@ -136,3 +136,18 @@ def test_prepare_writes_nothing_for_bad_input(tmp_path, capsys):
     assert not (tmp_path / "ds" / "manifest.json").exists()  # no dataset that looks valid
     assert main(["prepare", str(tmp_path / "notes.mp4"), "--out", str(tmp_path / "notes.mp4")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_push_audio_example_says_why_on_an_empty_wav(tmp_path):
+    import soundfile as sf
+
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "push_audio.py"), str(empty), "tcp://127.0.0.1:9"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "holds no audio (0 samples)" in r.stderr
+    (tmp_path / "junk.wav").write_bytes(b"RIFF junk")
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "push_audio.py"), str(tmp_path / "junk.wav")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "cannot read" in r.stderr

@@ -89,7 +89,7 @@ def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0
     offline = time.perf_counter() - t0
 
     result = {
-        "model": str(model),
+        "model": model_label(model),
         "provider": rt.provider,
         "threads": threads,
         "params": int(rt.meta.get("params", -1)),
@@ -110,6 +110,18 @@ def bench(model: Path, steps: int = 500, warmup: int = 30, seconds: float = 20.0
                     "processor": platform.processor(), "load_avg_1m": os.getloadavg()[0]},
     }
     return result, ms
+
+
+def model_label(model) -> str:
+    """A name for the JSON that does not leak a developer's folders: `a2e/default.onnx` for a shipped model
+    (relative to the models folder), the bare file name otherwise."""
+    from realtalk_bridge.assets import models_dir
+
+    path = Path(model).resolve()
+    try:
+        return path.relative_to(Path(models_dir()).resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def plot(ms: np.ndarray, result: dict, path: Path) -> None:

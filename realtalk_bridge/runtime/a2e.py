@@ -209,6 +209,8 @@ def infer_offline(rt: A2ERuntime, audio, fps: int = 30, lookahead_ms: float = 80
                 break
             out[i] = rt.clamp(_read(y[k - s], *_position(rt, la, rem, fps)))
             i += 1
+    if not np.all(np.isfinite(out)):  # a bake must never report NaN/inf as a result (SPEC section 1)
+        raise ValueError("the model produced NaN or inf for this audio (samples far outside [-1, 1]?)")
     return out
 
 
