@@ -99,6 +99,7 @@ namespace UnityEngine
         public static float time { get { return 0f; } }
         public static float deltaTime { get { return 0f; } }
         public static float unscaledDeltaTime { get { return 0f; } }
+        public static double unscaledTimeAsDouble { get { return 0.0; } }
     }
 
     public static class Application
