@@ -52,6 +52,9 @@ namespace RealtalkBridge
         StatusMessage _status;
         readonly FramePacer _pacer;
         long _pacedVersion;
+        // per-stream pacers for consumers that share this connection (several NPCs, one stream each)
+        readonly Dictionary<string, FramePacer> _streamPacers = new Dictionary<string, FramePacer>(StringComparer.Ordinal);
+        readonly Dictionary<string, long> _streamVersions = new Dictionary<string, long>(StringComparer.Ordinal);
         string _statusText;
         long _statusTextAtMs = long.MinValue;
         ConnectionState _statusTextState;
@@ -142,6 +145,31 @@ namespace RealtalkBridge
             if (_pacer == null) return TryGetLatest(dst, ref version);
             if (!_pacer.TryNext(dst, now)) return false;
             version = ++_pacedVersion;
+            return true;
+        }
+
+        /// <summary>Paced frames of one stream id, for several consumers sharing this receiver (one connection, one
+        /// stream each: e.g. NPCs pushing their own audio). The first call registers the stream; frames that arrived
+        /// before it are not kept. Works with StreamFilter empty (all streams), or equal to this id.</summary>
+        public bool TryGetNext(string stream, CoeffFrame dst, ref long version, double now)
+        {
+            FramePacer p;
+            lock (_lock)
+            {
+                if (!_streamPacers.TryGetValue(stream, out p))
+                {
+                    p = new FramePacer(Math.Max(2, _opt.PacedQueueCapacity));
+                    _streamPacers[stream] = p;
+                    _streamVersions[stream] = 0;
+                }
+            }
+            if (!p.TryNext(dst, now)) return false;
+            lock (_lock)
+            {
+                long v = _streamVersions[stream] + 1;
+                _streamVersions[stream] = v;
+                version = v;
+            }
             return true;
         }
 
@@ -316,6 +344,9 @@ namespace RealtalkBridge
                     Interlocked.Exchange(ref _latencyMs, (now - _scratch.Wall) * 1000.0);
                 }
                 Interlocked.Increment(ref _frames);
+                FramePacer own;
+                lock (_lock) _streamPacers.TryGetValue(_scratch.Stream, out own);
+                if (own != null) own.Push(_scratch, NowSeconds());
                 if (!string.IsNullOrEmpty(_opt.StreamFilter) && _scratch.Stream != _opt.StreamFilter) return;
                 if (_pacer != null) _pacer.Push(_scratch, NowSeconds());
                 lock (_lock)

@@ -77,6 +77,12 @@ namespace RealtalkBridge.Unity
             return _rx != null && _rx.TryGetNext(dst, ref version, Time.unscaledTimeAsDouble);
         }
 
+        /// <summary>Paced frames of one stream (several NPCs on one connection, one stream each). Main thread.</summary>
+        public bool TryGetFrame(string stream, CoeffFrame dst, ref long version)
+        {
+            return _rx != null && _rx.TryGetNext(stream, dst, ref version, Time.unscaledTimeAsDouble);
+        }
+
         void Update()
         {
             if (_rx == null) return;

@@ -215,4 +215,57 @@ namespace RealtalkBridge.Tests
             Assert.GreaterOrEqual(o[0], before, "smoothing was reset (the value jumped)");
         }
     }
+    [TestFixture]
+    public class BakeCurveTests
+    {
+        static CoefficientTrack Track(int frames)
+        {
+            var tr = new CoefficientTrack { Fps = 30, T0 = 0, Layout = "arkit52", Names = Payloads.Arkit, FrameCount = frames };
+            tr.Weights = new float[frames * 52];
+            for (int i = 0; i < frames; i++)
+            {
+                tr.Weights[i * 52 + 17] = (float)(0.5 + 0.5 * Math.Sin(i * 0.3));   // jawOpen talks
+                tr.Weights[i * 52 + 0] = i == 10 ? 1f : 0f;                          // one blink
+            }
+            return tr;
+        }
+
+        [Test]
+        public void CurvesUseTheMeshsOwnNamesThroughTheLiveMapping()
+        {
+            // an FBX face: blendShape1.* names on a child mesh; the clip must animate those exact names
+            var mesh = new List<string>();
+            foreach (var n in Payloads.Arkit) mesh.Add("blendShape1." + n);
+            mesh.Add("blendShape1.Body_Fat");
+            var track = Track(90);
+            var curves = TrackCurves.ForMesh(track, new BlendshapeMap(), mesh.ToArray(), 0.25f);
+            Assert.AreEqual(52, curves.Count, "one curve per driven blendshape");
+            var jaw = curves.Find(delegate (TrackCurves.MeshCurve c) { return c.BlendshapeName == "blendShape1.jawOpen"; });
+            Assert.IsNotNull(jaw);
+            Assert.AreEqual("blendShape.blendShape1.jawOpen", jaw.Property);
+            Assert.Less(jaw.Times.Count, 90);
+            // the reduced keys reproduce the 0..100 track within tolerance
+            for (int i = 0; i < 90; i++)
+            {
+                float t = i / 30f, want = track.Weights[i * 52 + 17] * 100f;
+                int k = 0;
+                while (k < jaw.Times.Count - 2 && jaw.Times[k + 1] < t) k++;
+                float a = (t - jaw.Times[k]) / (jaw.Times[k + 1] - jaw.Times[k]);
+                float got = jaw.Values[k] + a * (jaw.Values[k + 1] - jaw.Values[k]);
+                Assert.AreEqual(want, got, 0.3, "frame " + i);
+            }
+            Assert.IsFalse(curves.Exists(delegate (TrackCurves.MeshCurve c) { return c.BlendshapeName == "blendShape1.Body_Fat"; }));
+        }
+
+        [Test]
+        public void AVroidFaceGetsPresetCurves()
+        {
+            string[] vroid = { "Fcl_ALL_Neutral", "Fcl_MTH_A", "Fcl_MTH_O", "Fcl_EYE_Close_L" };
+            var curves = TrackCurves.ForMesh(Track(60), new BlendshapeMap(), vroid, 0.25f);
+            var names = curves.ConvertAll(delegate (TrackCurves.MeshCurve c) { return c.BlendshapeName; });
+            CollectionAssert.AreEquivalent(new[] { "Fcl_MTH_A", "Fcl_MTH_O", "Fcl_EYE_Close_L" }, names);
+            var blink = curves.Find(delegate (TrackCurves.MeshCurve c) { return c.BlendshapeName == "Fcl_EYE_Close_L"; });
+            Assert.AreEqual(100f, blink.Values[blink.Times.FindIndex(delegate (float t) { return Math.Abs(t - 10 / 30f) < 1e-4; })], 1e-3);
+        }
+    }
 }

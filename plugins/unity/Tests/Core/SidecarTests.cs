@@ -516,6 +516,62 @@ namespace RealtalkBridge.Tests
         }
 
         [Test]
+        public void SeveralNpcsShareOneConnectionWithAStreamEach()
+        {
+            // the TalkingNpc crowd sample: one receiver (one SUB connection), one control connection, one stream per NPC
+            StartSidecar();
+            WaitReady();
+            _rx = NewReceiver(null);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State == ConnectionState.Connected; }, 10000), _rx.LastError);
+            string[] npcs = { "npc-a", "npc-b", "npc-c" };
+            var dst = new CoeffFrame();
+            var versions = new long[npcs.Length];
+            foreach (var id in npcs) _rx.TryGetNext(id, dst, ref versions[0], StreamReceiver.NowSeconds());   // register
+            Thread.Sleep(300);   // slow joiner
+            int sr;
+            float[] samples = Env.ReadWav(_wav, out sr);
+            foreach (var id in npcs) Assert.AreEqual(id, _ctlClient.StreamOpen(id, 30, sr));
+            int chunk = sr / 50;
+            Exception pushError = null;
+            var pusher = new Thread(delegate ()
+            {
+                try
+                {
+                    var sw = Stopwatch.StartNew();
+                    for (int i = 0; i + chunk <= samples.Length && i < 2 * sr; i += chunk)
+                    {
+                        // each NPC speaks a different part of the recording, all on the one control connection
+                        for (int n = 0; n < npcs.Length; n++)
+                            _ctlClient.PushAudio(npcs[n], samples, (i + n * sr / 2) % (samples.Length - chunk), chunk);
+                        int ahead = (int)(1000.0 * (i + chunk) / sr - sw.ElapsedMilliseconds);
+                        if (ahead > 0) Thread.Sleep(ahead);
+                    }
+                }
+                catch (Exception e) { pushError = e; }
+            });
+            pusher.Start();
+            var counts = new int[npcs.Length];
+            var sw2 = Stopwatch.StartNew();
+            while (sw2.ElapsedMilliseconds < 6000 && (pusher.IsAlive || sw2.ElapsedMilliseconds < 2500))
+            {
+                for (int n = 0; n < npcs.Length; n++)
+                {
+                    if (!_rx.TryGetNext(npcs[n], dst, ref versions[n], StreamReceiver.NowSeconds())) continue;
+                    Assert.AreEqual(npcs[n], dst.Stream, "a frame of another NPC's stream");
+                    counts[n]++;
+                }
+                Thread.Sleep(16);
+            }
+            pusher.Join(5000);
+            Assert.IsNull(pushError, pushError == null ? "" : pushError.Message);
+            for (int n = 0; n < npcs.Length; n++)
+                Assert.GreaterOrEqual(counts[n], 30, npcs[n] + " got " + counts[n] + " frames; last error " + _rx.LastError);
+            Assert.AreEqual(1, _rx.Connects, "one connection for all NPCs");
+            foreach (var id in npcs) _ctlClient.StreamClose(id);
+        }
+
+        [Test]
         public void SurvivesASidecarRestart()
         {
             StartSidecar();

@@ -17,13 +17,22 @@ namespace UnityEngine
     public class Component : Object
     {
         public GameObject gameObject { get { return null; } }
+        public Transform transform { get { return null; } }
         public T GetComponent<T>() { return default(T); }
+        public T[] GetComponentsInChildren<T>(bool includeInactive) { return new T[0]; }
+    }
+
+    public class Transform : Component
+    {
+        public Transform parent { get { return null; } }
     }
 
     public sealed class GameObject : Object
     {
+        public Transform transform { get { return null; } }
         public T AddComponent<T>() where T : Component { return null; }
         public T GetComponent<T>() { return default(T); }
+        public T[] GetComponentsInChildren<T>(bool includeInactive) { return new T[0]; }
     }
 
     public class Behaviour : Component { public bool enabled; }
@@ -75,6 +84,7 @@ namespace UnityEngine
         public int timeSamples;
         public float time;
         public void Play() { }
+        public void PlayDelayed(float delay) { }
         public void Stop() { }
     }
 
@@ -112,6 +122,7 @@ namespace UnityEngine
         public static int Max(int a, int b) { return a > b ? a : b; }
         public static float Max(float a, float b) { return a > b ? a : b; }
         public static float Clamp01(float v) { return v < 0 ? 0 : v > 1 ? 1 : v; }
+        public static int RoundToInt(float f) { return (int)Math.Round(f); }
     }
 
     public static class Input
