@@ -493,6 +493,16 @@ namespace RealtalkBridge.Tests
             }
             string secret = Path.Combine(keys, "server.key_secret");
             Assert.IsTrue(File.Exists(secret), secret);
+            // the key a NetMQ adapter needs, read from the public certificate, equals pyzmq's reading of it
+            byte[] pub = CurveKeys.ReadPublicKeyFile(Path.Combine(keys, "server.key"));
+            string code = "import sys, zmq.auth, zmq.utils.z85 as z; print(z.decode(zmq.auth.load_certificate(sys.argv[1])[0]).hex())";
+            using (var py = Process.Start(new ProcessStartInfo(_python, "-c \"" + code + "\" \"" + Path.Combine(keys, "server.key") + "\"")
+            { UseShellExecute = false, RedirectStandardOutput = true }))
+            {
+                string hex = py.StandardOutput.ReadToEnd().Trim();
+                Assert.IsTrue(py.WaitForExit(30000));
+                Assert.AreEqual(hex, BitConverter.ToString(pub).Replace("-", "").ToLowerInvariant());
+            }
             StartSidecar(" --curve-secret-key \"" + secret + "\"");
             using (var ctl = new ControlClient(CtlEndpoint) { ConnectTimeoutMs = 1000 })
             {
