@@ -34,7 +34,7 @@ namespace RealtalkBridge.Editor
             string endpoint = EditorPrefs.GetString(EndpointPref, Protocol.DefaultControlEndpoint);
             GameObject avatar = null;
             string avatarPath = EditorPrefs.GetString(AvatarPref, "");
-            if (!string.IsNullOrEmpty(avatarPath)) avatar = AssetDatabase.LoadAssetAtPath<GameObject>(avatarPath);
+            if (!string.IsNullOrEmpty(avatarPath)) avatar = AssetDatabase.LoadAssetAtPath(avatarPath, typeof(GameObject)) as GameObject;
             if (avatar == null)
                 Debug.LogWarning("[Realtalk] no bake avatar set (Assets > Realtalk > Use Selected Model As Bake Avatar): "
                                  + "the clips bind the layout's names on the Animator root");
@@ -59,7 +59,13 @@ namespace RealtalkBridge.Editor
             Debug.Log("[Realtalk] bake avatar: " + AssetDatabase.GetAssetPath(go));
         }
 
-        static AudioClip[] SelectedClips() { return Selection.GetFiltered<AudioClip>(SelectionMode.DeepAssets); }
+        static AudioClip[] SelectedClips()
+        {
+            var picked = Selection.GetFiltered(typeof(AudioClip), SelectionMode.DeepAssets);
+            var clips = new List<AudioClip>();
+            foreach (var o in picked) { var c = o as AudioClip; if (c != null) clips.Add(c); }
+            return clips.ToArray();
+        }
 
         /// <summary>Blocking bake of one clip (samples read here, on the main thread).</summary>
         public static CoefficientTrack Bake(AudioClip clip, string controlEndpoint, double fps)

@@ -1,4 +1,5 @@
-// Compile-only stand-in for the UnityEditor API the package's Editor scripts use (see UnityEngine.cs).
+// Compile-only stand-in for the UnityEditor API the package's Editor scripts use (see UnityEngine.cs). Every member
+// here was checked against the member ids in Unity 2020.2's UnityEditor.CoreModule.xml (the published API docs).
 using System;
 
 namespace UnityEditor
@@ -17,7 +18,7 @@ namespace UnityEditor
     public sealed class Selection
     {
         public static UnityEngine.Object activeObject { get { return null; } set { } }
-        public static T[] GetFiltered<T>(SelectionMode mode) { return new T[0]; }
+        public static UnityEngine.Object[] GetFiltered(Type type, SelectionMode mode) { return new UnityEngine.Object[0]; }
     }
 
     public sealed class EditorApplication
@@ -29,7 +30,7 @@ namespace UnityEditor
     public static class AssetDatabase
     {
         public static string GetAssetPath(UnityEngine.Object assetObject) { return ""; }
-        public static T LoadAssetAtPath<T>(string assetPath) where T : UnityEngine.Object { return null; }
+        public static UnityEngine.Object LoadAssetAtPath(string assetPath, Type type) { return null; }
         public static void CreateAsset(UnityEngine.Object asset, string path) { }
         public static string GenerateUniqueAssetPath(string path) { return path; }
         public static void SaveAssets() { }
