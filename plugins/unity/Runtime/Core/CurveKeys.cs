@@ -31,19 +31,25 @@ namespace RealtalkBridge
         }
 
         /// <summary>The 32-byte public key in a certificate file's `public-key = "..."` line.</summary>
-        public static byte[] ReadPublicKey(string certificateText)
+        public static byte[] ReadPublicKey(string certificateText) { return ReadKey(certificateText, "public-key"); }
+
+        /// <summary>The 32-byte secret key of a `.key_secret` file (`secret-key = "..."`): a client's own key pair for a
+        /// sidecar that allows only listed client keys (--curve-clients).</summary>
+        public static byte[] ReadSecretKey(string certificateText) { return ReadKey(certificateText, "secret-key"); }
+
+        static byte[] ReadKey(string certificateText, string name)
         {
             foreach (var raw in (certificateText ?? "").Split('\n'))
             {
                 string line = raw.Trim();
-                if (!line.StartsWith("public-key", StringComparison.Ordinal)) continue;
+                if (!line.StartsWith(name, StringComparison.Ordinal)) continue;
                 int a = line.IndexOf('"'), b = line.LastIndexOf('"');
                 if (a < 0 || b <= a) break;
                 var key = Z85Decode(line.Substring(a + 1, b - a - 1));
-                if (key.Length != 32) throw new FormatException("a CURVE public key has 32 bytes, this one " + key.Length);
+                if (key.Length != 32) throw new FormatException("a CURVE key has 32 bytes, this one " + key.Length);
                 return key;
             }
-            throw new FormatException("no public-key = \"...\" line in the certificate");
+            throw new FormatException("no " + name + " = \"...\" line in the certificate");
         }
 
         public static byte[] ReadPublicKeyFile(string path) { return ReadPublicKey(File.ReadAllText(path)); }

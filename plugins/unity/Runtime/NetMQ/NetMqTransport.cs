@@ -20,13 +20,17 @@ namespace RealtalkBridge.Adapters
         readonly NetMQCertificate _clientCert;
 
         /// <summary>`curveServerPublicKey`: the sidecar's 32-byte public key (CurveKeys.ReadPublicKeyFile), or null for
-        /// a sidecar without CURVE. The client gets a fresh key pair; the sidecar accepts any client key.</summary>
-        public NetMqTransport(byte[] curveServerPublicKey = null)
+        /// a sidecar without CURVE. The client uses a fresh key pair unless one is given (a sidecar started with
+        /// --curve-clients accepts only listed client keys: pass that client's CurveKeys.ReadSecretKey / ReadPublicKey).</summary>
+        public NetMqTransport(byte[] curveServerPublicKey = null, byte[] clientSecretKey = null, byte[] clientPublicKey = null)
         {
             if (curveServerPublicKey != null && curveServerPublicKey.Length != 32)
                 throw new ArgumentException("a CURVE public key has 32 bytes");
             _serverKey = curveServerPublicKey;
-            if (_serverKey != null) _clientCert = new NetMQCertificate();
+            if (_serverKey == null) return;
+            _clientCert = clientSecretKey != null && clientPublicKey != null
+                ? new NetMQCertificate(clientSecretKey, clientPublicKey)
+                : new NetMQCertificate();
         }
 
         public IFrameSocket CreateSubscriber() { return new NetMqFrameSocket(Configure(new SubscriberSocket())); }

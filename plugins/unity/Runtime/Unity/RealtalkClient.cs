@@ -95,7 +95,9 @@ namespace RealtalkBridge.Unity
             EventMessage ev;
             while (_rx.TryDequeueEvent(out ev))
             {
-                if (ev.Event == "source_error") Debug.LogWarning("[Realtalk] " + ev.Stream + ": " + ev.Message);
+                // the ones a user should see; other events (and names added later) are not this component's business
+                if (ev.Event == "source_error" || ev.Event == "lagging")
+                    Debug.LogWarning("[Realtalk] " + ev.Stream + ": " + ev.Event + ": " + ev.Message);
             }
         }
     }

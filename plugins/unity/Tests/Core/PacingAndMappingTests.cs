@@ -268,4 +268,46 @@ namespace RealtalkBridge.Tests
             Assert.AreEqual(100f, blink.Values[blink.Times.FindIndex(delegate (float t) { return Math.Abs(t - 10 / 30f) < 1e-4; })], 1e-3);
         }
     }
+    [TestFixture]
+    public class ForwardCompatibilityTests
+    {
+        [Test]
+        public void UnknownEventsErrorCodesAndFieldsAreTolerated()
+        {
+            // SPEC 3.3: new event names are additive; 4: new error codes (busy, quota, ...) reach the caller by code
+            var w = new MsgPackWriter();
+            w.WriteMapHeader(8);
+            w.WriteString("v"); w.WriteInt(1);
+            w.WriteString("type"); w.WriteString("event");
+            w.WriteString("stream"); w.WriteString("npc-a");
+            w.WriteString("wall"); w.WriteDouble(1.7e9);
+            w.WriteString("t"); w.WriteDouble(2.5);
+            w.WriteString("event"); w.WriteString("lagging");
+            w.WriteString("message"); w.WriteString("dropped 120 ms of stale audio");
+            w.WriteString("dropped_ms"); w.WriteDouble(120);          // a field this client does not know
+            var ev = new EventMessage();
+            string error;
+            byte[] b = w.ToArray();
+            Assert.IsTrue(Protocol.TryDecodeEvent(b, 0, b.Length, ev, out error), error);
+            Assert.AreEqual("lagging", ev.Event);
+            Assert.AreEqual(2.5, ev.T);
+
+            w = new MsgPackWriter();
+            w.WriteMapHeader(5);
+            w.WriteString("v"); w.WriteInt(1);
+            w.WriteString("op"); w.WriteString("push_audio");
+            w.WriteString("id"); w.WriteInt(7);
+            w.WriteString("ok"); w.WriteBool(false);
+            w.WriteString("error"); w.WriteMapHeader(3);
+            w.WriteString("code"); w.WriteString("quota");
+            w.WriteString("message"); w.WriteString("audio quota exceeded");
+            w.WriteString("retry_after_s"); w.WriteDouble(1.5);
+            b = w.ToArray();
+            var reply = new Reply();
+            Assert.IsTrue(Protocol.TryDecodeReply(b, 0, b.Length, reply, out error), error);
+            Assert.IsFalse(reply.Ok);
+            Assert.AreEqual("quota", reply.ErrorCode);
+            Assert.AreEqual("7", reply.Id);
+        }
+    }
 }

@@ -495,13 +495,15 @@ namespace RealtalkBridge.Tests
             Assert.IsTrue(File.Exists(secret), secret);
             // the key a NetMQ adapter needs, read from the public certificate, equals pyzmq's reading of it
             byte[] pub = CurveKeys.ReadPublicKeyFile(Path.Combine(keys, "server.key"));
-            string code = "import sys, zmq.auth, zmq.utils.z85 as z; print(z.decode(zmq.auth.load_certificate(sys.argv[1])[0]).hex())";
-            using (var py = Process.Start(new ProcessStartInfo(_python, "-c \"" + code + "\" \"" + Path.Combine(keys, "server.key") + "\"")
+            byte[] sec = CurveKeys.ReadSecretKey(File.ReadAllText(secret));
+            string code = "import sys, zmq.auth, zmq.utils.z85 as z; p, s = zmq.auth.load_certificate(sys.argv[1]); print(z.decode(p).hex(), z.decode(s).hex())";
+            using (var py = Process.Start(new ProcessStartInfo(_python, "-c \"" + code + "\" \"" + secret + "\"")
             { UseShellExecute = false, RedirectStandardOutput = true }))
             {
-                string hex = py.StandardOutput.ReadToEnd().Trim();
+                string[] hex = py.StandardOutput.ReadToEnd().Trim().Split(' ');
                 Assert.IsTrue(py.WaitForExit(30000));
-                Assert.AreEqual(hex, BitConverter.ToString(pub).Replace("-", "").ToLowerInvariant());
+                Assert.AreEqual(hex[0], BitConverter.ToString(pub).Replace("-", "").ToLowerInvariant());
+                Assert.AreEqual(hex[1], BitConverter.ToString(sec).Replace("-", "").ToLowerInvariant());
             }
             StartSidecar(" --curve-secret-key \"" + secret + "\"");
             using (var ctl = new ControlClient(CtlEndpoint) { ConnectTimeoutMs = 1000 })

@@ -13,6 +13,7 @@ namespace NetMQ
     public class NetMQCertificate
     {
         public NetMQCertificate() { }
+        public NetMQCertificate(byte[] secretKey, byte[] publicKey) { }
         public byte[] SecretKey { get { return null; } }
         public byte[] PublicKey { get { return null; } }
     }
