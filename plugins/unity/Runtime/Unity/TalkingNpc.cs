@@ -40,7 +40,7 @@ namespace RealtalkBridge.Unity
         bool _playing;
         long _version;
         Thread _pusher;
-        volatile bool _pushing;
+        int _pushGeneration;   // a push runs while this still equals its own number (Interlocked)
         bool _streamOpen;
 
         /// <summary>Set when a bake or push failed; cleared by the next Speak.</summary>
@@ -58,7 +58,7 @@ namespace RealtalkBridge.Unity
 
         void OnDestroy()
         {
-            _pushing = false;
+            Interlocked.Increment(ref _pushGeneration);
             if (_pusher != null) _pusher.Join(500);
             if (_streamOpen && client != null)
             {
@@ -144,9 +144,9 @@ namespace RealtalkBridge.Unity
             int streamFps = Mathf.RoundToInt(fps);
             bool open = _streamOpen;
             string error = null;
-            _pushing = true;
+            int generation = Interlocked.Increment(ref _pushGeneration);
             // the network lives on a worker: open the stream once, then push 20 ms chunks at real-time pace
-            _pusher = new Thread(delegate ()
+            var pusher = new Thread(delegate ()
             {
                 try
                 {
@@ -154,7 +154,7 @@ namespace RealtalkBridge.Unity
                     open = true;
                     int chunk = Math.Max(1, rate / 50);
                     var sw = System.Diagnostics.Stopwatch.StartNew();
-                    for (int i = 0; i < mono.Length && _pushing; i += chunk)
+                    for (int i = 0; i < mono.Length && Volatile.Read(ref _pushGeneration) == generation; i += chunk)
                     {
                         ctl.PushAudio(id, mono, i, Math.Min(chunk, mono.Length - i));
                         int ahead = (int)(1000.0 * (i + chunk) / rate - sw.ElapsedMilliseconds);
@@ -163,12 +163,13 @@ namespace RealtalkBridge.Unity
                 }
                 catch (Exception e) { error = e.Message; open = false; }
             }) { IsBackground = true, Name = "realtalk-npc-push" };
-            _pusher.Start();
+            _pusher = pusher;
+            pusher.Start();
             _track = null;
             _audio.clip = audioClip;
             _audio.PlayDelayed(liveAudioDelay);
             _playing = true;
-            while (_pusher.IsAlive) yield return null;
+            while (pusher.IsAlive) yield return null;
             _streamOpen = open;
             if (error != null) Fail("live push on " + id + " failed: " + error);
         }
@@ -181,7 +182,7 @@ namespace RealtalkBridge.Unity
 
         public void StopSpeaking()
         {
-            _pushing = false;
+            Interlocked.Increment(ref _pushGeneration);   // ends a live push in progress
             if (_audio != null) _audio.Stop();
             _playing = false;
         }

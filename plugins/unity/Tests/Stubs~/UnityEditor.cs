@@ -1,5 +1,6 @@
 // Compile-only stand-in for the UnityEditor API the package's Editor scripts use (see UnityEngine.cs). Every member
-// here was checked against the member ids in Unity 2020.2's UnityEditor.CoreModule.xml (the published API docs).
+// here was checked against the member ids in a Unity 2020.2-series UnityEditor.CoreModule.xml (the published API
+// docs; no generic overloads are listed there, so the Editor code uses the documented non-generic forms).
 using System;
 
 namespace UnityEditor

@@ -1,7 +1,7 @@
 // A minimal stand-in for the parts of UnityEngine the package uses, so Debian mcs can compile the Unity-facing
 // scripts in CI. Signatures follow the Unity scripting reference; bodies do nothing. Compile-only: never run.
-// Every public member was checked by reflection against Unity 2020.2's real UnityEngine module assemblies (types
-// and parameter types match); the package's scripts also compiled with 0 errors against those assemblies.
+// Every public member was checked by reflection against real Unity 2020.2-series UnityEngine module assemblies
+// (names and parameter types match); the package's scripts also compiled with 0 errors against those assemblies.
 // Unity ignores this folder (its name ends in ~).
 using System;
 using System.Collections;
