@@ -17,6 +17,8 @@ namespace RealtalkBridge
 
         readonly object _lock = new object();
         readonly CoeffFrame[] _ring;
+        readonly long[] _queuedAt;   // Stopwatch ticks at Push, for the delay statistic only
+        double _delaySum; long _delayCount; double _delayMax;
         int _head, _count;
         string _stream;
         double _lastPushT = double.NaN, _lastPushNow = double.NegativeInfinity;
@@ -30,6 +32,7 @@ namespace RealtalkBridge
         {
             if (capacity < 2) throw new ArgumentException("capacity must be at least 2");
             _ring = new CoeffFrame[capacity];
+            _queuedAt = new long[capacity];
             for (int i = 0; i < capacity; i++) _ring[i] = new CoeffFrame();
         }
 
@@ -43,6 +46,9 @@ namespace RealtalkBridge
         public long OtherStreamDropped { get { lock (_lock) return _otherStream; } }
         /// <summary>Restarts of the playhead: a new stream, or `t` jumping back (sidecar restart, looped file).</summary>
         public long Resets { get { lock (_lock) return _resets; } }
+        /// <summary>Mean and largest time shown frames spent in the queue (the delay pacing adds), in seconds.</summary>
+        public double MeanQueuedSeconds { get { lock (_lock) return _delayCount == 0 ? 0 : _delaySum / _delayCount; } }
+        public double MaxQueuedSeconds { get { lock (_lock) return _delayMax; } }
 
         public void Clear()
         {
@@ -77,7 +83,9 @@ namespace RealtalkBridge
                     if (frame.T < _lastPushT || frame.T > _lastPushT + 1.0) Restart();
                 }
                 if (_count == _ring.Length) { DropOldest(); _overflow++; }
-                frame.CopyTo(_ring[(_head + _count) % _ring.Length]);
+                int slot = (_head + _count) % _ring.Length;
+                frame.CopyTo(_ring[slot]);
+                _queuedAt[slot] = System.Diagnostics.Stopwatch.GetTimestamp();
                 _count++;
                 if (frame.Fps > 0) _interval = 1.0 / frame.Fps;
                 else if (!double.IsNaN(_lastPushT) && frame.T > _lastPushT) _interval = Math.Max(1.0 / 240, frame.T - _lastPushT);
@@ -140,6 +148,9 @@ namespace RealtalkBridge
         {
             var f = At(0);
             f.CopyTo(dst);
+            double waited = (System.Diagnostics.Stopwatch.GetTimestamp() - _queuedAt[_head]) / (double)System.Diagnostics.Stopwatch.Frequency;
+            _delaySum += waited; _delayCount++;
+            if (waited > _delayMax) _delayMax = waited;
             shownT = f.T;
             _lastShownT = f.T;
             DropOldest();

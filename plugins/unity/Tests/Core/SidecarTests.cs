@@ -429,7 +429,9 @@ namespace RealtalkBridge.Tests
             for (int i = 1; i < seen.Count; i++)
                 Assert.AreEqual(seen[i - 1] + 1, seen[i], "frame skipped after seq " + seen[i - 1] + " (" + seen.Count
                                 + " shown of " + received + " received; pacer skipped " + _rx.Pacer.Skipped + ")");
-            Console.WriteLine("60 Hz consumer: " + seen.Count + " frames shown in 240 ticks, " + received + " received, 0 skipped");
+            Console.WriteLine("60 Hz consumer: " + seen.Count + " frames shown in 240 ticks, " + received + " received, 0 skipped; "
+                              + "queued " + (_rx.Pacer.MeanQueuedSeconds * 1000).ToString("F1") + " ms mean, "
+                              + (_rx.Pacer.MaxQueuedSeconds * 1000).ToString("F1") + " ms max");
         }
 
         [Test]
