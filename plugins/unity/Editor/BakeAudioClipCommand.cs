@@ -38,7 +38,12 @@ namespace RealtalkBridge.Editor
             if (avatar == null)
                 Debug.LogWarning("[Realtalk] no bake avatar set (Assets > Realtalk > Use Selected Model As Bake Avatar): "
                                  + "the clips bind the layout's names on the Animator root");
-            _running = new BakeBatch(clips, endpoint, 30, avatar, null, 0.25f);
+            // the avatar's own BlendshapeDriver mapping, so baked clips match what live play does on it
+            BlendshapeMapping mapping = null;
+            if (avatar != null)
+                foreach (var d in avatar.GetComponentsInChildren<BlendshapeDriver>(true))
+                    if (d.mapping != null) { mapping = d.mapping; break; }
+            _running = new BakeBatch(clips, endpoint, 30, avatar, mapping, 0.25f);
             _running.Start();
         }
 
