@@ -457,13 +457,16 @@ namespace RealtalkBridge.Tests
                 if (input != null) target.Apply(feed.Frame, input, 1 / 60f);
             };
             double t0 = StreamReceiver.NowSeconds();
-            for (int k = 0; k < 60; k++) { frame(t0 + k / 60.0); Thread.Sleep(16); }    // warm-up: JIT, buffers
+            // warm-up (JIT, buffers) until a status message has passed through too: its first effects are not steady state
+            long statusAtStart = _rx.StatusReceived;
+            int warm = 0;
+            for (; warm < 60 || (_rx.StatusReceived == statusAtStart && warm < 240); warm++) { frame(t0 + warm / 60.0); Thread.Sleep(16); }
             long statusBefore = _rx.StatusReceived, rebuildsBefore = target.Map.Rebuilds;
             long allocated = 0;
             int frames = 0, ticks = 180;
             for (int k = 0; k < ticks; k++)
             {
-                double now = t0 + (60 + k) / 60.0;
+                double now = t0 + (warm + k) / 60.0;
                 long a = GC.GetAllocatedBytesForCurrentThread();
                 long v = feed.Version;
                 frame(now);
