@@ -110,7 +110,7 @@ namespace RealtalkBridge
                     _started = true;
                     _lastNow = now;
                     _avgDt = -1;
-                    return Show(dst, iv, out _play);
+                    return Show(dst, out _play);
                 }
                 double dt = Math.Min(1.0, Math.Max(0.0, now - _lastNow));
                 _lastNow = now;
@@ -136,7 +136,7 @@ namespace RealtalkBridge
                 if (pick < 0) return false;
                 for (int i = 0; i < pick; i++) { DropOldest(); _skipped++; }
                 double shownT;
-                bool ok = Show(dst, iv, out shownT);
+                bool ok = Show(dst, out shownT);
                 // a consumer that keeps up must not let tick jitter add up into a skip: the playhead stays within a
                 // quarter frame of what it shows. A slower consumer keeps real time (its skips are unavoidable).
                 if (_avgDt <= 1.05 * iv) _play = Math.Min(_play, shownT + carry);
@@ -144,7 +144,7 @@ namespace RealtalkBridge
             }
         }
 
-        bool Show(CoeffFrame dst, double iv, out double shownT)
+        bool Show(CoeffFrame dst, out double shownT)
         {
             var f = At(0);
             f.CopyTo(dst);
