@@ -25,6 +25,7 @@ namespace RealtalkBridge.Unity
             public SkinnedMeshRenderer renderer;
             public Mesh mesh;
             public BlendshapeTarget core;
+            public long reportedRebuild;   // the mapping rebuild last logged (logMatchReport)
         }
 
         readonly List<Target> _targets = new List<Target>();
@@ -78,8 +79,12 @@ namespace RealtalkBridge.Unity
                 if (t.core.TakeNothingMatchedWarning())
                     Debug.LogWarning("[Realtalk] no blendshape of " + r.name + " matches the " + _feed.Frame.Layout
                                      + " layout: add a BlendshapeMapping or rename the shapes.\n" + t.core.Map.MatchReport);
-                else if (logMatchReport && t.core.Map.Rebuilds == 1 && got)
+                else if (logMatchReport && t.reportedRebuild != t.core.Map.Rebuilds)
+                {
+                    // once per (re)built mapping, not per frame
+                    t.reportedRebuild = t.core.Map.Rebuilds;
                     Debug.Log("[Realtalk] " + r.name + ": " + t.core.Map.MatchReport);
+                }
                 var w = t.core.Weights;
                 var touched = t.core.Touched;
                 for (int i = 0; i < w.Length; i++)
