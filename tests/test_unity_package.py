@@ -289,5 +289,6 @@ def test_core_against_real_sidecar(build, speech_wav, serve_model):
     ran = _ran(root)
     for name in ("ControlRequestsSurviveQuietGapsLongerThanTheHeartbeatTimeout", "ReconnectsWithinHalfASecondOfTheSidecarComingBack",
                  "SixtyHzConsumerSeesEveryFrameOfASixtyFpsStream", "SteadyStateAllocatesNothingPerFrame",
-                 "ACurveSidecarIsReportedClearly", "SeveralNpcsShareOneConnectionWithAStreamEach", "SurvivesASidecarRestart"):
+                 "ACurveSidecarIsReportedClearly", "SeveralNpcsShareOneConnectionWithAStreamEach", "SurvivesASidecarRestart",
+                 "LiveLinesSurviveTheSidecarsIdleTimeoutBetweenThem"):
         assert "SidecarTests." + name in ran, f"{name} did not run; ran: {sorted(ran)}"

@@ -41,7 +41,7 @@ namespace RealtalkBridge.Unity
         long _version;
         Thread _pusher;
         int _pushGeneration;   // a push runs while this still equals its own number (Interlocked)
-        bool _streamOpen;
+        LivePusher _live;
 
         /// <summary>Set when a bake or push failed; cleared by the next Speak.</summary>
         public string LastError { get; private set; }
@@ -60,12 +60,7 @@ namespace RealtalkBridge.Unity
         {
             Interlocked.Increment(ref _pushGeneration);
             if (_pusher != null) _pusher.Join(500);
-            if (_streamOpen && client != null)
-            {
-                var ctl = client.Control;
-                string id = liveStreamId;
-                try { ctl.StreamClose(id, 500); } catch (Exception) { }
-            }
+            if (_live != null) _live.Close(500);
         }
 
         void Start()
@@ -139,29 +134,16 @@ namespace RealtalkBridge.Unity
             if (client == null) { Fail("live mode needs a RealtalkClient"); yield break; }
             float[] mono = AudioClipSamples.Mono(audioClip);   // main thread only
             int rate = audioClip.frequency;
-            var ctl = client.Control;
-            string id = liveStreamId;
-            int streamFps = Mathf.RoundToInt(fps);
-            bool open = _streamOpen;
+            if (_live == null || _live.Control != client.Control || _live.Stream != liveStreamId)
+                _live = new LivePusher(client.Control, liveStreamId, Mathf.RoundToInt(fps));
+            var live = _live;
             string error = null;
             int generation = Interlocked.Increment(ref _pushGeneration);
-            // the network lives on a worker: open the stream once, then push 20 ms chunks at real-time pace
+            // the network lives on a worker (LivePusher: open once, 20 ms chunks at real-time pace, reopen if needed)
             var pusher = new Thread(delegate ()
             {
-                try
-                {
-                    if (!open) ctl.StreamOpen(id, streamFps, rate);
-                    open = true;
-                    int chunk = Math.Max(1, rate / 50);
-                    var sw = System.Diagnostics.Stopwatch.StartNew();
-                    for (int i = 0; i < mono.Length && Volatile.Read(ref _pushGeneration) == generation; i += chunk)
-                    {
-                        ctl.PushAudio(id, mono, i, Math.Min(chunk, mono.Length - i));
-                        int ahead = (int)(1000.0 * (i + chunk) / rate - sw.ElapsedMilliseconds);
-                        if (ahead > 0) Thread.Sleep(ahead);
-                    }
-                }
-                catch (Exception e) { error = e.Message; open = false; }
+                try { live.PushLine(mono, rate, delegate { return Volatile.Read(ref _pushGeneration) == generation; }); }
+                catch (Exception e) { error = e.Message; }
             }) { IsBackground = true, Name = "realtalk-npc-push" };
             _pusher = pusher;
             pusher.Start();
@@ -170,8 +152,7 @@ namespace RealtalkBridge.Unity
             _audio.PlayDelayed(liveAudioDelay);
             _playing = true;
             while (pusher.IsAlive) yield return null;
-            _streamOpen = open;
-            if (error != null) Fail("live push on " + id + " failed: " + error);
+            if (error != null) Fail("live push on " + live.Stream + " failed: " + error);
         }
 
         void Fail(string message)

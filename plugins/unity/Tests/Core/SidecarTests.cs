@@ -588,6 +588,55 @@ namespace RealtalkBridge.Tests
             foreach (var id in npcs) _ctlClient.StreamClose(id);
         }
 
+        /// <summary>Pushes a line on a worker (as TalkingNpc does) while this thread consumes the stream like a 60 Hz
+        /// game loop; returns the frames shown.</summary>
+        int SpeakAndWatch(LivePusher live, float[] line, int sr, string stream, ref long version)
+        {
+            Exception error = null;
+            var worker = new Thread(delegate ()
+            {
+                try { live.PushLine(line, sr); } catch (Exception e) { error = e; }
+            });
+            worker.Start();
+            var dst = new CoeffFrame();
+            int n = 0;
+            var quiet = Stopwatch.StartNew();
+            while (worker.IsAlive || quiet.ElapsedMilliseconds < 600)
+            {
+                if (_rx.TryGetNext(stream, dst, ref version, StreamReceiver.NowSeconds())) { n++; quiet.Restart(); }
+                Thread.Sleep(16);
+            }
+            Assert.IsNull(error, error == null ? "" : error.ToString());
+            return n;
+        }
+
+        [Test]
+        public void LiveLinesSurviveTheSidecarsIdleTimeoutBetweenThem()
+        {
+            // TalkingNpc's live mode: lines far apart; the sidecar closes an idle pushed stream (here after 1 s)
+            StartSidecar(" --idle-timeout 1");
+            WaitReady();
+            _rx = NewReceiver(null);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State == ConnectionState.Connected; }, 10000), _rx.LastError);
+            long version = 0;
+            _rx.TryGetNext("npc-live", new CoeffFrame(), ref version, StreamReceiver.NowSeconds());   // register
+            Thread.Sleep(300);
+            int sr;
+            float[] samples = Env.ReadWav(_wav, out sr);
+            var line = new float[sr * 6 / 10];
+            Array.Copy(samples, sr / 2, line, 0, line.Length);
+            var live = new LivePusher(_ctlClient, "npc-live", 30);
+            int first = SpeakAndWatch(live, line, sr, "npc-live", ref version);
+            Thread.Sleep(2000);                      // > idle timeout: the sidecar has closed the stream
+            int second = SpeakAndWatch(live, line, sr, "npc-live", ref version);   // reopens it and speaks
+            Console.WriteLine("live lines: " + first + " and " + second + " frames, " + live.Reopens + " reopen(s)");
+            Assert.AreEqual(1, live.Reopens, "the idle-closed stream was not reopened");
+            Assert.GreaterOrEqual(first, 10);
+            Assert.GreaterOrEqual(second, 10, "no frames for the line after the idle timeout");
+            live.Close();
+        }
+
         [Test]
         public void SurvivesASidecarRestart()
         {
