@@ -4,8 +4,11 @@
   run under `nunit-console` (NUnit 2.6.4); we assert on the NUnit XML result.
 - The integration fixtures start real processes: the sidecar (`python -m realtalk_bridge serve --input speech.wav`)
   and a pyzmq fault-injection peer (tests/unity_peers.py).
-- The Unity-facing scripts (Runtime/Unity, Editor, Samples~) are only *compiled*, against the small UnityEngine /
-  UnityEditor stub in plugins/unity/Tests/Stubs~, to catch errors; they are not run.
+- The Unity-facing scripts (Runtime/Unity, Editor, Samples~) and the NetMQ adapter are only *compiled*, against the
+  UnityEngine / UnityEditor / NetMQ stubs in plugins/unity/Tests/Stubs~ (signatures mirrored from Unity 2020.2's and
+  NetMQ 4's public API), to catch errors; they are not run. With REALTALK_UNITY_MANAGED pointing at a Unity install's
+  Managed folder (or any folder with real UnityEngine*.dll), they are also compiled against those real assemblies.
+- A source scan keeps the package IL2CPP-safe (no Reflection.Emit, no dynamic) and Unity's API out of worker threads.
 """
 from __future__ import annotations
 
@@ -100,6 +103,11 @@ def test_core_unit_and_fault_injection(build):
     root = _nunit(build, env, "-exclude=Sidecar,Vectors")
     ran = _ran(root)
     for name in ("MsgPackTests.TruncatedAndHostileInputThrowsMsgPackExceptionOnly",
+                 "FramePacerTests.SixtyHzConsumerSeesEveryFrameOfABurstySixtyFpsStream",
+                 "NameMatchingTests.RealRigSpellingsMatchWithoutMapping",
+                 "NameMatchingTests.VrmAndVroidPresetsAreDrivenFromArkit",
+                 "NameMatchingTests.EqualNamesInANewArrayKeepTheMappingAndTheSmoothing",
+                 "BakeCurveTests.CurvesUseTheMeshsOwnNamesThroughTheLiveMapping",
                  "ZmtpFramingTests.FramesSurviveOneByteReads",
                  "BlendshapeMapTests.CommonSpellingsMatchArkitNames",
                  "FaultInjectionTests.MalformedMessagesAreDroppedAndTheThreadSurvives",
@@ -120,11 +128,77 @@ def _compile_unity_side(out: Path, core: Path) -> None:
     _mcs(out / "RealtalkBridge.Unity.Player.dll", _cs(PKG / "Runtime" / "Unity"), [str(engine), str(core)])
     _mcs(out / "RealtalkBridge.Editor.dll", _cs(PKG / "Editor"), [str(engine), str(editor), str(core), str(runtime)])
     _mcs(out / "RealtalkBridge.Samples.dll", _cs(PKG / "Samples~"), [str(engine), str(core), str(runtime)])
+    # the NetMQ adapter: compiled only with REALTALK_NETMQ (the asmdef's define constraint), against the NetMQ stub
+    netmq = out / "NetMQ.dll"
+    _mcs(netmq, [str(stubs / "NetMQ.cs")])
+    _mcs(out / "RealtalkBridge.NetMQ.dll", _cs(PKG / "Runtime" / "NetMQ") + ["-define:REALTALK_NETMQ"], [str(core), str(netmq)])
 
 
 def test_unity_scripts_compile_against_stub(build):
     """Compile-only: Runtime/Unity, Editor and Samples~ against the UnityEngine/UnityEditor stub."""
     _compile_unity_side(build["dir"], build["core"])
+
+
+UNITY_MANAGED = os.environ.get("REALTALK_UNITY_MANAGED", "")
+
+
+@pytest.mark.skipif(not UNITY_MANAGED, reason="set REALTALK_UNITY_MANAGED to a folder with Unity's real UnityEngine*.dll "
+                    "(e.g. <Unity>/Editor/Data/Managed/UnityEngine) to compile against them; no registry ships them")
+def test_unity_scripts_compile_against_real_unity_assemblies(build):
+    """Runtime/Unity and Samples~ against real UnityEngine module assemblies; Editor too when UnityEditor*.dll is there."""
+    managed = Path(UNITY_MANAGED)
+    engine = sorted(str(p) for p in managed.rglob("UnityEngine*.dll"))
+    assert any(p.endswith("UnityEngine.CoreModule.dll") for p in engine), f"no UnityEngine.CoreModule.dll under {managed}"
+    out, core = build["dir"], build["core"]
+    runtime = out / "real-RealtalkBridge.Unity.dll"
+    _mcs(out / "real-player.dll", _cs(PKG / "Runtime" / "Unity"), engine + [str(core)])
+    editor = sorted(str(p) for p in managed.rglob("UnityEditor*.dll"))
+    if not any(p.endswith("UnityEditor.CoreModule.dll") for p in editor):
+        # no real editor assembly (player builds ship none): the UnityEditor stub, built on the real UnityEngine
+        stub_editor = out / "real-stub-UnityEditor.dll"
+        _mcs(stub_editor, [str(PKG / "Tests" / "Stubs~" / "UnityEditor.cs")], engine)
+        editor = [str(stub_editor)]
+    _mcs(runtime, _cs(PKG / "Runtime" / "Unity") + ["-define:UNITY_EDITOR"], engine + editor + [str(core)])
+    _mcs(out / "real-editor.dll", _cs(PKG / "Editor"), engine + editor + [str(core), str(runtime)])
+    _mcs(out / "real-samples.dll", _cs(PKG / "Samples~"), engine + [str(core), str(out / "real-player.dll")])
+
+
+# IL2CPP/AOT: no code generation at run time, no late binding
+FORBIDDEN = [(r"System\.Reflection\.Emit", "Reflection.Emit"), (r"\bdynamic\b", "dynamic"),
+             (r"\bExpression<", "expression trees"), (r"\.Compile\(\)", "compiled expressions"),
+             (r"\bMakeGenericType\b|\bMakeGenericMethod\b", "runtime generic instantiation"),
+             (r"Activator\.CreateInstance", "Activator"), (r"\bType\.GetType\(", "Type.GetType"),
+             (r"System\.Reflection\b", "reflection")]
+# Unity's API in a worker thread's body (the receive thread lives in Runtime/Core, which has no engine reference)
+UNITY_IN_THREAD = re.compile(r"\b(Debug|Time|Application|Microphone|AssetDatabase|EditorUtility|Selection|Mathf|Input)\.|"
+                             r"\b(GetComponent|SetBlendShapeWeight|GetData|GetBlendShapeName)\b|\b(transform|gameObject|_audio)\b|"
+                             r"UnityEngine|UnityEditor")
+
+
+def _thread_bodies(text: str) -> list[str]:
+    bodies = []
+    for m in re.finditer(r"new Thread\(delegate \(\)\s*\{", text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        bodies.append(text[m.end():i - 1])
+    return bodies
+
+
+def test_sources_are_aot_safe_and_keep_unity_on_the_main_thread():
+    sources = [p for d in ("Runtime", "Editor", "Samples~") for p in (PKG / d).rglob("*.cs")]
+    assert len(sources) > 15
+    threads = 0
+    for path in sources:
+        text = re.sub(r"//[^\n]*", "", path.read_text())      # comments may name anything
+        for pattern, what in FORBIDDEN:
+            assert not re.search(pattern, text), f"{path.relative_to(PKG)} uses {what} (not IL2CPP/AOT-safe)"
+        for body in _thread_bodies(text):
+            threads += 1
+            hit = UNITY_IN_THREAD.search(body)
+            assert hit is None, f"{path.relative_to(PKG)}: Unity API '{hit.group(0)}' inside a worker thread"
+    assert threads >= 4, "the scan found fewer worker threads than the package has"
 
 
 def test_core_uses_no_engine_types():
@@ -145,10 +219,45 @@ def test_package_layout_and_meta_files():
     assert core["noEngineReferences"] is True
     editor = json.loads((PKG / "Editor" / "RealtalkBridge.Editor.asmdef").read_text())
     assert editor["includePlatforms"] == ["Editor"]
+    assert set(editor["references"]) == {"RealtalkBridge.Core", "RealtalkBridge.Unity"}
+    unity = json.loads((PKG / "Runtime" / "Unity" / "RealtalkBridge.Unity.asmdef").read_text())
+    assert unity["references"] == ["RealtalkBridge.Core"] and unity["includePlatforms"] == []
+    netmq = json.loads((PKG / "Runtime" / "NetMQ" / "RealtalkBridge.NetMQ.asmdef").read_text())
+    assert netmq["defineConstraints"] == ["REALTALK_NETMQ"] and netmq["references"] == ["RealtalkBridge.Core"]
+    assert any(v["define"] == "REALTALK_NETMQ" for v in netmq["versionDefines"])
+    assert "#if REALTALK_NETMQ" in (PKG / "Runtime" / "NetMQ" / "NetMqTransport.cs").read_text()
+    assert manifest["dependencies"] == {"com.unity.modules.audio": "1.0.0", "com.unity.modules.animation": "1.0.0"}
+    assert manifest["repository"]["url"].endswith(".git") and manifest["repository"]["directory"] == "plugins/unity"
+    assert {s["path"] for s in manifest["samples"]} == {str(p.relative_to(PKG)) for p in (PKG / "Samples~").iterdir() if p.is_dir()}
     proc = subprocess.run([sys.executable, str(PKG / "Tools~" / "make_meta.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
     guids = [re.search(r"^guid: ([0-9a-f]{32})$", m.read_text(), re.M).group(1) for m in PKG.rglob("*.meta")]
     assert len(guids) == len(set(guids)), "duplicate GUIDs"
+
+
+def test_sample_scenes_are_valid_and_wired():
+    """Each sample has a Unity YAML scene whose script references resolve to the package's committed metas."""
+    proc = subprocess.run([sys.executable, str(PKG / "Tools~" / "make_scenes.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    metas = {re.search(r"^guid: ([0-9a-f]{32})$", m.read_text(), re.M).group(1): m for m in PKG.rglob("*.cs.meta")}
+    manifest = json.loads((PKG / "package.json").read_text())
+    for sample in manifest["samples"]:
+        scenes = list((PKG / sample["path"]).glob("*.unity"))
+        assert len(scenes) == 1, sample
+        text = scenes[0].read_text()
+        assert text.startswith("%YAML 1.1\n%TAG !u! tag:unity3d.com,2011:\n")
+        docs = re.findall(r"^--- !u!(\d+) &(\d+)$", text, re.M)
+        ids = [int(i) for _, i in docs]
+        assert len(ids) == len(set(ids)), "duplicate file ids"
+        refs = {int(r) for r in re.findall(r"\{fileID: (\d+)\}", text)} - {0}
+        assert refs <= set(ids), f"{scenes[0].name}: dangling references {sorted(refs - set(ids))}"
+        scripts = re.findall(r"m_Script: \{fileID: 11500000, guid: ([0-9a-f]{32}), type: 3\}", text)
+        assert scripts and all(g in metas for g in scripts), f"{scenes[0].name}: a script GUID has no .cs.meta"
+        classes = {metas[g].name[:-len(".cs.meta")] for g in scripts}
+        assert {"RealtalkClient", "BlendshapeDriver"} <= classes, classes
+        assert {"1", "4", "20", "81"} <= {c for c, _ in docs}, "needs GameObjects, Transforms, a Camera and an AudioListener"
+    npc = (PKG / "Samples~" / "TalkingNpc" / "TalkingNpc.unity").read_text()
+    assert npc.count("liveStreamId: npc-") == 2 and npc.count("client: {fileID: 102}") == 3, "NPCs share one client"
 
 
 @pytest.mark.skipif(not VECTORS.is_dir() or not any(VECTORS.glob("*.msgpack")),
@@ -176,5 +285,10 @@ def test_core_against_real_sidecar(build, speech_wav, serve_model):
                   "--pub {pub} --ctl {ctl} --log-level warning")
     env = {"REALTALK_PYTHON": sys.executable, "REALTALK_REPO": str(REPO), "REALTALK_SERVE_ARGS": serve_args,
            "REALTALK_SPEECH_WAV": str(speech_wav)}
-    root = _nunit(build, env, "-run=RealtalkBridge.Tests.SidecarTests", timeout=240)
-    assert len(_ran(root)) >= 5
+    root = _nunit(build, env, "-run=RealtalkBridge.Tests.SidecarTests", timeout=300)
+    ran = _ran(root)
+    for name in ("ControlRequestsSurviveQuietGapsLongerThanTheHeartbeatTimeout", "ReconnectsWithinHalfASecondOfTheSidecarComingBack",
+                 "SixtyHzConsumerSeesEveryFrameOfASixtyFpsStream", "SteadyStateAllocatesNothingPerFrame",
+                 "ACurveSidecarIsReportedClearly", "SeveralNpcsShareOneConnectionWithAStreamEach", "SurvivesASidecarRestart",
+                 "LiveLinesSurviveTheSidecarsIdleTimeoutBetweenThem"):
+        assert "SidecarTests." + name in ran, f"{name} did not run; ran: {sorted(ran)}"

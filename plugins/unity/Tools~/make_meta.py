@@ -4,7 +4,8 @@ across machines and re-runs (Unity keys every reference by GUID). Run after addi
     python plugins/unity/Tools~/make_meta.py          # writes missing .meta files
     python plugins/unity/Tools~/make_meta.py --check  # exit 1 if any is missing or stale
 
-Folders whose names end in "~" (Samples~, Documentation~, Tests/Stubs~, Tools~) are ignored by Unity: no metas there.
+Folders whose names end in "~" (Samples~, Documentation~, Tests/Stubs~, Tools~) are ignored by Unity: no metas there,
+except inside each sample (Samples~/<Sample>/...), which Unity copies into the project with its metas.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ IMPORTERS = {
     ".asmdef": "AssemblyDefinitionImporter:\n  externalObjects: {}\n",
     ".md": "TextScriptImporter:\n  externalObjects: {}\n",
     ".json": "TextScriptImporter:\n  externalObjects: {}\n",
+    ".unity": "DefaultImporter:\n  externalObjects: {}\n",
 }
 
 
@@ -42,7 +44,15 @@ def assets() -> list[Path]:
     out = []
     for p in sorted(PKG.rglob("*")):
         rel = p.relative_to(PKG)
-        if any(part.endswith("~") or part.startswith(".") for part in rel.parts):
+        parts = rel.parts
+        # Samples~/<Sample>/... is copied into Assets/ on import: its files keep their GUIDs only with committed metas
+        # (the sample scenes reference the sample scripts by GUID). Samples~ itself and <Sample> folders' own level
+        # follow Unity: the sample folder is copied as a whole, so it gets no meta of its own.
+        if parts[0] == "Samples~" and len(parts) >= 3:
+            parts = parts[2:]
+        elif parts[0] == "Samples~":
+            continue
+        if any(part.endswith("~") or part.startswith(".") for part in parts):
             continue
         if p.suffix == ".meta":
             continue

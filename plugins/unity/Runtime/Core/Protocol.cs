@@ -180,7 +180,8 @@ namespace RealtalkBridge
             return names;
         }
 
-        static bool SameNames(string[] a, string[] b)
+        /// <summary>Same names in the same order (element-wise, no allocation).</summary>
+        public static bool SameNames(string[] a, string[] b)
         {
             if (a == null || b == null || a.Length != b.Length) return false;
             for (int i = 0; i < a.Length; i++) if (a[i] != b[i]) return false;

@@ -2,6 +2,7 @@
 // ZMTP heartbeats and the sidecar's 1 Hz status), decodes frames and hands the newest one to the main thread.
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Threading;
 
 namespace RealtalkBridge
@@ -17,7 +18,9 @@ namespace RealtalkBridge
         public string StreamFilter;
         public int ConnectTimeoutMs = 2000;
         public int BackoffMinMs = 100;
-        public int BackoffMaxMs = 5000;
+        /// <summary>Cap of the reconnect back-off. Refused connects on a host are cheap, and a restarted sidecar must
+        /// drive the face again within half a second, so the cap stays small.</summary>
+        public int BackoffMaxMs = 250;
         /// <summary>Reconnect when nothing at all (frames, status, PONG) arrived for this long. The sidecar sends
         /// status once per second, so 3 s of silence means it is gone or wedged.</summary>
         public int StaleAfterMs = 4000;
@@ -25,6 +28,8 @@ namespace RealtalkBridge
         /// <summary>Optional control endpoint: after each (re)connect the thread sends `hello` there to learn the
         /// layouts at once (frames carry names only about once per second; without them a frame cannot be used).</summary>
         public string HelloEndpoint;
+        /// <summary>Frames kept for paced consumption (TryGetNext); 0 = newest-only (TryGetLatest).</summary>
+        public int PacedQueueCapacity = 32;
     }
 
     /// <summary>Receives the stream. Thread-safe getters; the receive thread never lets an exception escape.</summary>
@@ -45,6 +50,14 @@ namespace RealtalkBridge
         CoeffFrame _latest = new CoeffFrame();
         long _latestVersion;
         StatusMessage _status;
+        readonly FramePacer _pacer;
+        long _pacedVersion;
+        // per-stream pacers for consumers that share this connection (several NPCs, one stream each)
+        readonly Dictionary<string, FramePacer> _streamPacers = new Dictionary<string, FramePacer>(StringComparer.Ordinal);
+        readonly Dictionary<string, long> _streamVersions = new Dictionary<string, long>(StringComparer.Ordinal);
+        string _statusText;
+        long _statusTextAtMs = long.MinValue;
+        ConnectionState _statusTextState;
 
         long _frames, _malformed, _unnamed, _gaps, _reconnects, _connects, _statusCount, _eventsCount, _threadFaults;
         string _lastError = "";
@@ -54,7 +67,14 @@ namespace RealtalkBridge
         {
             _opt = options ?? new StreamReceiverOptions();
             _transport = transport ?? new ZmtpTransport();
+            if (_opt.PacedQueueCapacity > 0) _pacer = new FramePacer(_opt.PacedQueueCapacity);
         }
+
+        /// <summary>Seconds on a monotonic clock (the pacer's time base on both threads).</summary>
+        public static double NowSeconds() { return Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency; }
+
+        /// <summary>The paced queue behind TryGetNext (null when PacedQueueCapacity is 0).</summary>
+        public FramePacer Pacer { get { return _pacer; } }
 
         public ConnectionState State { get { return _state; } }
         /// <summary>Receive time minus the frame's `wall` for the newest frame, in ms (same-machine clocks).</summary>
@@ -110,7 +130,68 @@ namespace RealtalkBridge
             }
         }
 
+        /// <summary>Paced consumption: copies the frame due now into dst (each frame of the stream once, in order, when
+        /// called once per rendered frame at the stream's rate or faster). Main thread; no allocation once dst is sized.
+        /// Falls back to the newest frame when PacedQueueCapacity is 0.</summary>
+        public bool TryGetNext(CoeffFrame dst, ref long version)
+        {
+            return TryGetNext(dst, ref version, NowSeconds());
+        }
+
+        /// <summary>As TryGetNext, at an explicit consumer time in seconds on the NowSeconds clock (e.g. the render
+        /// frame's start: evenly spaced at a steady frame rate even when the thread wakes late).</summary>
+        public bool TryGetNext(CoeffFrame dst, ref long version, double now)
+        {
+            if (_pacer == null) return TryGetLatest(dst, ref version);
+            if (!_pacer.TryNext(dst, now)) return false;
+            version = ++_pacedVersion;
+            return true;
+        }
+
+        /// <summary>Paced frames of one stream id, for several consumers sharing this receiver (one connection, one
+        /// stream each: e.g. NPCs pushing their own audio). The first call registers the stream; frames that arrived
+        /// before it are not kept. Works with StreamFilter empty (all streams), or equal to this id.</summary>
+        public bool TryGetNext(string stream, CoeffFrame dst, ref long version, double now)
+        {
+            FramePacer p;
+            lock (_lock)
+            {
+                if (!_streamPacers.TryGetValue(stream, out p))
+                {
+                    p = new FramePacer(Math.Max(2, _opt.PacedQueueCapacity));
+                    _streamPacers[stream] = p;
+                    _streamVersions[stream] = 0;
+                }
+            }
+            if (!p.TryNext(dst, now)) return false;
+            lock (_lock)
+            {
+                long v = _streamVersions[stream] + 1;
+                _streamVersions[stream] = v;
+                version = v;
+            }
+            return true;
+        }
+
         public StatusMessage LatestStatus { get { lock (_lock) return _status; } }
+
+        /// <summary>One line for a HUD: state, counters, last error. Rebuilt at most twice a second (and on a state
+        /// change), so reading it every frame does not allocate every frame. Main thread.</summary>
+        public string StatusText
+        {
+            get
+            {
+                long now = Stopwatch.GetTimestamp() * 1000 / Stopwatch.Frequency;
+                var st = _state;
+                if (_statusText != null && st == _statusTextState && now - _statusTextAtMs < 500) return _statusText;
+                _statusTextAtMs = now;
+                _statusTextState = st;
+                _statusText = st + ": " + FramesReceived + " frames, " + SeqGaps + " gaps, " + MalformedDropped + " dropped, "
+                              + LastLatencyMs.ToString("F1", System.Globalization.CultureInfo.InvariantCulture) + " ms"
+                              + (st == ConnectionState.Connected ? "" : " (" + LastError + ")");
+                return _statusText;
+            }
+        }
 
         public bool TryDequeueEvent(out EventMessage ev)
         {
@@ -157,11 +238,12 @@ namespace RealtalkBridge
                         bool narrow = topic == "coeffs/" && !string.IsNullOrEmpty(_opt.StreamFilter);
                         sock.Subscribe(narrow ? topic + _opt.StreamFilter : topic);
                     }
-                    if (!string.IsNullOrEmpty(_opt.HelloEndpoint)) SeedFromHello();
                     _state = ConnectionState.Connected;
                     Interlocked.Increment(ref _connects);
                     if (everConnected) Interlocked.Increment(ref _reconnects);
                     everConnected = true;
+                    // frames arriving meanwhile wait in the socket; hello only teaches the layouts sooner
+                    if (!string.IsNullOrEmpty(_opt.HelloEndpoint)) SeedFromHello();
                     long lastTraffic = Environment.TickCount;
                     while (_running)
                     {
@@ -207,7 +289,11 @@ namespace RealtalkBridge
                     var st = ctl.Hello(1500);
                     lock (_lock)
                     {
-                        foreach (var kv in st.Layouts) _names[kv.Key] = kv.Value;
+                        foreach (var kv in st.Layouts)
+                        {
+                            string[] old;
+                            if (!_names.TryGetValue(kv.Key, out old) || !Protocol.SameNames(old, kv.Value)) _names[kv.Key] = kv.Value;
+                        }
                         if (_status == null) _status = st;
                     }
                 }
@@ -258,7 +344,11 @@ namespace RealtalkBridge
                     Interlocked.Exchange(ref _latencyMs, (now - _scratch.Wall) * 1000.0);
                 }
                 Interlocked.Increment(ref _frames);
+                FramePacer own;
+                lock (_lock) _streamPacers.TryGetValue(_scratch.Stream, out own);
+                if (own != null) own.Push(_scratch, NowSeconds());
                 if (!string.IsNullOrEmpty(_opt.StreamFilter) && _scratch.Stream != _opt.StreamFilter) return;
+                if (_pacer != null) _pacer.Push(_scratch, NowSeconds());
                 lock (_lock)
                 {
                     var t = _latest; _latest = _scratch; _scratch = t;
@@ -273,7 +363,13 @@ namespace RealtalkBridge
                 lock (_lock)
                 {
                     _status = st;
-                    foreach (var kv in st.Layouts) _names[kv.Key] = kv.Value;
+                    // keep the array we already hold when the names are unchanged: a new array every second would
+                    // make every consumer rebuild its mapping (and reset its smoothing)
+                    foreach (var kv in st.Layouts)
+                    {
+                        string[] old;
+                        if (!_names.TryGetValue(kv.Key, out old) || !Protocol.SameNames(old, kv.Value)) _names[kv.Key] = kv.Value;
+                    }
                 }
             }
             else if (TopicStarts(topic, "event/"))

@@ -5,7 +5,7 @@ using System.Collections.Generic;
 
 namespace RealtalkBridge
 {
-    public sealed class TransportException : Exception
+    public class TransportException : Exception
     {
         public TransportException(string message) : base(message) { }
         public TransportException(string message, Exception inner) : base(message, inner) { }

@@ -11,6 +11,18 @@ namespace RealtalkBridge
 {
     public enum ZmtpSocketType { Sub, Dealer }
 
+    /// <summary>The sidecar was started with --curve-secret-key (ZeroMQ CURVE encryption). The managed transport has no
+    /// Curve25519 / XSalsa20-Poly1305 (the .NET 4.x BCL has none), so such a sidecar needs the NetMQ adapter.</summary>
+    public sealed class CurveRequiredException : TransportException
+    {
+        public readonly string Endpoint;
+        public CurveRequiredException(string endpoint)
+            : base(endpoint + " requires CURVE security (the sidecar runs with --curve-secret-key); the built-in transport "
+                   + "speaks only the NULL mechanism: use the NetMQ adapter (Runtime/NetMQ, define REALTALK_NETMQ; see the "
+                   + "package README) or run the sidecar without --curve-secret-key on loopback")
+        { Endpoint = endpoint; }
+    }
+
     public struct ZmtpFrame
     {
         public bool More;
@@ -108,11 +120,14 @@ namespace RealtalkBridge
         long _partialBytes;
         long _lastRecvTicks;
         long _lastPingTicks;
+        long _pingSentTicks;   // first PING since the last received byte; 0 = none outstanding
         volatile bool _disposed;
 
         public ZmtpSocket(ZmtpSocketType type) { _type = type; }
 
         public string PeerSocketType { get; private set; }
+        /// <summary>The security mechanism in the peer's greeting ("NULL", "CURVE", ...), once connected or refused.</summary>
+        public string PeerMechanism { get; private set; }
         public bool Connected { get { return _socket != null && !_disposed; } }
 
         static long NowMs() { return Stopwatch.GetTimestamp() * 1000 / Stopwatch.Frequency; }
@@ -184,16 +199,31 @@ namespace RealtalkBridge
 
         void Handshake(long deadline, string endpoint)
         {
-            SendRaw(Greeting(), 0, 64);
+            // Our greeting goes in two parts, as libzmq does it: signature + major version first. libzmq answers that
+            // with its whole greeting, so we read the server's mechanism before announcing ours. Sending NULL at once
+            // would make a CURVE server hang up before we learn why ("connection closed by peer").
+            var greeting = Greeting();
+            SendRaw(greeting, 0, 11);
             byte[] peer;
-            while (!_parser.TryTakeRaw(64, out peer)) ReadSome(deadline, "greeting");
+            try
+            {
+                while (!_parser.TryTakeRaw(64, out peer)) ReadSome(deadline, "greeting");
+            }
+            catch (TransportException e)
+            {
+                throw new TransportException(endpoint + ": no ZMTP greeting (" + e.Message + "); is it a realtalk-bridge sidecar?", e);
+            }
             if (peer[0] != 0xff || (peer[9] & 0x01) != 0x01)
                 throw new TransportException(endpoint + " is not a ZeroMQ endpoint (bad greeting signature)");
             if (peer[10] < 3)
                 throw new TransportException(endpoint + " speaks ZMTP " + peer[10] + ".x; 3.x is required");
             string mech = Encoding.ASCII.GetString(peer, 12, 20).TrimEnd('\0');
+            PeerMechanism = mech;
+            if (mech == "CURVE")
+                throw new CurveRequiredException(endpoint);
             if (mech != "NULL")
-                throw new TransportException(endpoint + " wants the " + mech + " security mechanism; only NULL is supported");
+                throw new TransportException(endpoint + " wants the " + mech + " security mechanism; the built-in transport speaks only NULL");
+            SendRaw(greeting, 11, 53);
 
             SendCommand(ReadyBody(_type == ZmtpSocketType.Sub ? "SUB" : "DEALER"));
             ZmtpFrame f;
@@ -291,6 +321,7 @@ namespace RealtalkBridge
             if (n <= 0) throw new TransportException("connection closed by peer");
             _parser.Feed(_recvBuf, 0, n);
             _lastRecvTicks = NowMs();
+            _pingSentTicks = 0;
         }
 
         void SendRaw(byte[] data, int offset, int count)
@@ -409,12 +440,17 @@ namespace RealtalkBridge
                     }
                 }
                 long now = NowMs();
+                // Liveness is judged only from a PING we sent and the peer left unanswered. Time spent outside
+                // TryReceive (a control socket idle between requests) proves nothing: bytes were not being read,
+                // so "no traffic since the last read" must never fail the next request by itself.
+                if (_pingSentTicks != 0 && HeartbeatTimeoutMs > 0 && now - _pingSentTicks > HeartbeatTimeoutMs)
+                    throw new TransportException("no traffic for " + (now - _lastRecvTicks) + " ms, PING unanswered for "
+                                                 + (now - _pingSentTicks) + " ms (heartbeat timeout)");
                 long idle = now - _lastRecvTicks;
-                if (HeartbeatTimeoutMs > 0 && idle > HeartbeatTimeoutMs)
-                    throw new TransportException("no traffic for " + idle + " ms (heartbeat timeout)");
                 if (HeartbeatIntervalMs > 0 && idle > HeartbeatIntervalMs && now - _lastPingTicks > HeartbeatIntervalMs)
                 {
                     _lastPingTicks = now;
+                    if (_pingSentTicks == 0) _pingSentTicks = now;
                     Ping();
                 }
                 long left = deadline - now;

@@ -4,7 +4,9 @@ using UnityEngine;
 namespace RealtalkBridge.Unity
 {
     /// <summary>Drives SkinnedMeshRenderer blendshapes from a coefficient source. Runs in LateUpdate, after the
-    /// Animator, so it composes with body/face animation: the channels it maps override, all others stay animated.</summary>
+    /// Animator, so it composes with body/face animation: the channels it maps override, all others stay animated.
+    /// The per-frame work (hold/relax, mapping, smoothing) is RealtalkBridge.FaceFeed / BlendshapeTarget in the core,
+    /// tested under mono to allocate nothing in steady state.</summary>
     [AddComponentMenu("Realtalk/Blendshape Driver")]
     public sealed class BlendshapeDriver : MonoBehaviour
     {
@@ -15,25 +17,24 @@ namespace RealtalkBridge.Unity
         public BlendshapeMapping mapping;
         [Tooltip("After frames stop arriving for this long, relax the face to neutral")]
         public float holdSeconds = 0.5f;
+        [Tooltip("Log what matched and what did not when a mesh is first bound")]
+        public bool logMatchReport = false;
 
         sealed class Target
         {
             public SkinnedMeshRenderer renderer;
             public Mesh mesh;
-            public string[] names;
-            public readonly BlendshapeMap map = new BlendshapeMap();
-            public float[] weights;
-            public bool[] touched;
+            public BlendshapeTarget core;
+            public long reportedRebuild;   // the mapping rebuild last logged (logMatchReport)
         }
 
         readonly List<Target> _targets = new List<Target>();
-        readonly CoeffFrame _frame = new CoeffFrame();
-        float[] _zeros = new float[0];
-        long _version;
-        float _lastFrameTime = -1f;
-        bool _haveFrame;
+        readonly FaceFeed _feed = new FaceFeed();
 
-        public int MappedChannels { get { return _targets.Count == 0 ? 0 : _targets[0].map.MappedCount; } }
+        public int MappedChannels { get { return _targets.Count == 0 ? 0 : _targets[0].core.Map.MappedCount + _targets[0].core.Map.DerivedCount; } }
+
+        /// <summary>What matched on the first renderer (empty before the first frame).</summary>
+        public string MatchReport { get { return _targets.Count == 0 ? "" : _targets[0].core.Map.MatchReport; } }
 
         void OnValidate() { _targets.Clear(); }
 
@@ -42,16 +43,19 @@ namespace RealtalkBridge.Unity
 
         Target TargetFor(SkinnedMeshRenderer r)
         {
-            foreach (var t in _targets) if (t.renderer == r && t.mesh == r.sharedMesh) return t;
+            for (int i = 0; i < _targets.Count; i++)
+            {
+                var t = _targets[i];
+                if (t.renderer == r && t.mesh == r.sharedMesh) return t;
+            }
             var mesh = r.sharedMesh;
             if (mesh == null) return null;
-            var nt = new Target { renderer = r, mesh = mesh, names = new string[mesh.blendShapeCount] };
-            for (int i = 0; i < nt.names.Length; i++) nt.names[i] = mesh.GetBlendShapeName(i);
-            nt.weights = new float[nt.names.Length];
-            nt.touched = new bool[nt.names.Length];
+            var names = new string[mesh.blendShapeCount];
+            for (int i = 0; i < names.Length; i++) names[i] = mesh.GetBlendShapeName(i);
+            var nt = new Target { renderer = r, mesh = mesh, core = new BlendshapeTarget(names) };
             // configured once per target; OnValidate drops targets so inspector edits apply
-            if (mapping != null) mapping.Configure(nt.map);
-            _targets.RemoveAll(delegate (Target t) { return t.renderer == r; });
+            if (mapping != null) mapping.Configure(nt.core.Map);
+            for (int i = _targets.Count - 1; i >= 0; i--) if (_targets[i].renderer == r) _targets.RemoveAt(i);
             _targets.Add(nt);
             return nt;
         }
@@ -60,29 +64,31 @@ namespace RealtalkBridge.Unity
         {
             var src = source as ICoefficientSource;
             if (src == null) return;
-            if (src.TryGetFrame(_frame, ref _version))
-            {
-                _haveFrame = _frame.Names != null;
-                _lastFrameTime = Time.time;
-            }
-            if (!_haveFrame) return;
-            float[] input = _frame.Weights;
-            if (Time.time - _lastFrameTime > holdSeconds)
-            {
-                // the stream went quiet: feed zeros through the smoother instead of freezing mid-word
-                if (_zeros.Length < _frame.Count) _zeros = new float[_frame.Count];
-                input = _zeros;
-            }
+            _feed.HoldSeconds = holdSeconds;
+            bool got = src.TryGetFrame(_feed.Frame, ref _feed.Version);
+            float[] input = _feed.Input(got, Time.time);
+            if (input == null) return;
             float dt = Time.deltaTime;
-            foreach (var r in renderers)
+            for (int k = 0; k < renderers.Length; k++)
             {
+                var r = renderers[k];
                 if (r == null) continue;
                 var t = TargetFor(r);
                 if (t == null) continue;
-                t.map.Bind(_frame.Names, t.names);
-                t.map.Apply(input, _frame.Count, dt, t.weights, t.touched);
-                for (int i = 0; i < t.weights.Length; i++)
-                    if (t.touched[i]) r.SetBlendShapeWeight(i, t.weights[i]);
+                t.core.Apply(_feed.Frame, input, dt);
+                if (t.core.TakeNothingMatchedWarning())
+                    Debug.LogWarning("[Realtalk] no blendshape of " + r.name + " matches the " + _feed.Frame.Layout
+                                     + " layout: add a BlendshapeMapping or rename the shapes.\n" + t.core.Map.MatchReport);
+                else if (logMatchReport && t.reportedRebuild != t.core.Map.Rebuilds)
+                {
+                    // once per (re)built mapping, not per frame
+                    t.reportedRebuild = t.core.Map.Rebuilds;
+                    Debug.Log("[Realtalk] " + r.name + ": " + t.core.Map.MatchReport);
+                }
+                var w = t.core.Weights;
+                var touched = t.core.Touched;
+                for (int i = 0; i < w.Length; i++)
+                    if (touched[i]) r.SetBlendShapeWeight(i, w[i]);
             }
         }
     }

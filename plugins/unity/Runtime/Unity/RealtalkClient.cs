@@ -26,8 +26,9 @@ namespace RealtalkBridge.Unity
 
         public ConnectionState State { get { return _rx == null ? ConnectionState.Stopped : _rx.State; } }
         public StreamReceiver Receiver { get { return _rx; } }
-        /// <summary>One line for an inspector or HUD: state, frame counts, last error.</summary>
-        public string StatusText { get; private set; }
+        /// <summary>One line for an inspector or HUD: state, frame counts, last error. Rebuilt at most twice a second,
+        /// so a HUD that reads it every frame does not allocate every frame.</summary>
+        public string StatusText { get { return _rx == null ? "stopped" : _rx.StatusText; } }
 
         public ControlClient Control
         {
@@ -68,18 +69,24 @@ namespace RealtalkBridge.Unity
             if (_rx != null) { _rx.Stop(); _rx = null; }
         }
 
+        /// <summary>Paced: each frame of the stream once, in order, released by its timestamp (a 60 Hz game sees every
+        /// frame of a 60 fps stream although the sidecar publishes in bursts); see FramePacer.</summary>
         public bool TryGetFrame(CoeffFrame dst, ref long version)
         {
-            return _rx != null && _rx.TryGetLatest(dst, ref version);
+            // the frame's start time: evenly spaced at a steady frame rate, whenever in the frame this is called
+            return _rx != null && _rx.TryGetNext(dst, ref version, Time.unscaledTimeAsDouble);
+        }
+
+        /// <summary>Paced frames of one stream (several NPCs on one connection, one stream each). Main thread.</summary>
+        public bool TryGetFrame(string stream, CoeffFrame dst, ref long version)
+        {
+            return _rx != null && _rx.TryGetNext(stream, dst, ref version, Time.unscaledTimeAsDouble);
         }
 
         void Update()
         {
-            if (_rx == null) { StatusText = "stopped"; return; }
+            if (_rx == null) return;
             var st = _rx.State;
-            StatusText = st + ": " + _rx.FramesReceived + " frames, " + _rx.SeqGaps + " gaps, " + _rx.MalformedDropped + " dropped, "
-                         + _rx.LastLatencyMs.ToString("F1") + " ms"
-                         + (st == ConnectionState.Connected ? "" : " (" + _rx.LastError + ")");
             if (logStateChanges && st != _shownState)
             {
                 Debug.Log("[Realtalk] " + streamEndpoint + ": " + st + (st == ConnectionState.Connected ? "" : " " + _rx.LastError));
@@ -88,7 +95,9 @@ namespace RealtalkBridge.Unity
             EventMessage ev;
             while (_rx.TryDequeueEvent(out ev))
             {
-                if (ev.Event == "source_error") Debug.LogWarning("[Realtalk] " + ev.Stream + ": " + ev.Message);
+                // the ones a user should see; other events (and names added later) are not this component's business
+                if (ev.Event == "source_error" || ev.Event == "lagging")
+                    Debug.LogWarning("[Realtalk] " + ev.Stream + ": " + ev.Event + ": " + ev.Message);
             }
         }
     }

@@ -1,45 +1,66 @@
 using System;
 using System.Collections;
+using System.Collections.Generic;
 using System.Threading;
 using UnityEngine;
 
 namespace RealtalkBridge.Unity
 {
-    /// <summary>Plays an AudioClip with lip-sync: the clip's samples go to the sidecar's `bake` op (on a worker
-    /// thread), the timed track comes back, and the face follows the AudioSource's own clock (timeSamples), so it
-    /// stays in sync through frame hitches. A cached CoefficientTrackAsset plays with no sidecar at all.</summary>
+    /// <summary>Plays AudioClips with lip-sync, one track per dialogue line.
+    /// Baked (default): the clip's samples go to the sidecar's `bake` op on a worker thread, the timed track comes back
+    /// and is kept for that clip (and, in the editor, saved as a CoefficientTrackAsset next to it); the face follows the
+    /// AudioSource's own clock (timeSamples), so it stays in sync through frame hitches. Lines with a baked track play
+    /// with no sidecar at all.
+    /// Live (`liveStreamId` set): the clip's audio is pushed in real time to that stream on the shared RealtalkClient's
+    /// connection and the face follows the stream's frames; several NPCs share one sidecar and one connection, one
+    /// stream each. The audio starts `liveAudioDelay` late so the voice and the lips line up.</summary>
     [AddComponentMenu("Realtalk/Talking NPC")]
     [RequireComponent(typeof(AudioSource))]
     public sealed class TalkingNpc : MonoBehaviour, ICoefficientSource
     {
-        [Tooltip("Used for its control endpoint; optional when every clip has a cached track")]
+        [Tooltip("The shared client: its control connection bakes or pushes; optional when every line has a baked track")]
         public RealtalkClient client;
         public AudioClip clip;
-        [Tooltip("Played instead of baking when it was baked from the same clip")]
-        public CoefficientTrackAsset cachedTrack;
-        [Tooltip("In the editor, write a fresh bake into cachedTrack")]
+        [Tooltip("Baked tracks, one per dialogue line; a line is played from the track baked from its clip")]
+        public List<CoefficientTrackAsset> bakedTracks = new List<CoefficientTrackAsset>();
+        [Tooltip("In the editor, save each fresh bake as <clip>_track.asset and add it to bakedTracks")]
         public bool cacheInEditor = true;
+        [Tooltip("Empty = bake each line. Set (e.g. npc-guard) = stream the audio live on this stream id")]
+        public string liveStreamId = "";
+        [Tooltip("Live mode: audio start delay in seconds (about the sidecar's look-ahead plus one model step)")]
+        public float liveAudioDelay = 0.15f;
         public float fps = 30f;
         public bool speakOnStart;
         public int bakeTimeoutMs = 120000;
 
         AudioSource _audio;
-        ControlClient _ctl;
         CoefficientTrack _track;
+        readonly Dictionary<AudioClip, CoefficientTrack> _tracks = new Dictionary<AudioClip, CoefficientTrack>();
         float[] _sample = new float[0];
         bool _playing;
         long _version;
+        Thread _pusher;
+        int _pushGeneration;   // a push runs while this still equals its own number (Interlocked)
+        LivePusher _live;
 
-        /// <summary>Set when a bake failed; cleared by the next Speak.</summary>
+        /// <summary>Set when a bake or push failed; cleared by the next Speak.</summary>
         public string LastError { get; private set; }
         public bool IsBaking { get; private set; }
         public CoefficientTrack Track { get { return _track; } }
+        bool Live { get { return !string.IsNullOrEmpty(liveStreamId); } }
 
-        void Awake() { _audio = GetComponent<AudioSource>(); }
+        void Awake()
+        {
+            _audio = GetComponent<AudioSource>();
+            foreach (var a in bakedTracks)
+                if (a != null && a.clip != null && a.IsValid) _tracks[a.clip] = a.ToTrack();
+        }
 
         void OnDestroy()
         {
-            if (_ctl != null) { _ctl.Dispose(); _ctl = null; }
+            Interlocked.Increment(ref _pushGeneration);
+            if (_pusher != null) _pusher.Join(500);
+            if (_live != null) _live.Close(500);
         }
 
         void Start()
@@ -49,29 +70,20 @@ namespace RealtalkBridge.Unity
 
         public void Speak(AudioClip audioClip)
         {
-            StartCoroutine(SpeakRoutine(audioClip));
+            StopSpeaking();
+            StartCoroutine(Live ? SpeakLiveRoutine(audioClip) : SpeakRoutine(audioClip));
         }
 
         public IEnumerator SpeakRoutine(AudioClip audioClip)
         {
             LastError = null;
-            CoefficientTrack track = null;
-            if (cachedTrack != null && cachedTrack.clip == audioClip && cachedTrack.IsValid)
+            CoefficientTrack track;
+            if (!_tracks.TryGetValue(audioClip, out track))
             {
-                track = cachedTrack.ToTrack();
-            }
-            else
-            {
-                if (client == null) { LastError = "no RealtalkClient to bake with and no cached track"; Debug.LogWarning("[Realtalk] " + LastError); yield break; }
+                if (client == null) { Fail("no RealtalkClient to bake " + audioClip.name + " with, and no baked track for it"); yield break; }
                 float[] mono = AudioClipSamples.Mono(audioClip);   // main thread only
                 int rate = audioClip.frequency;
-                // its own control connection: a long bake must not hold up other requests (e.g. push_audio)
-                if (_ctl == null || _ctl.Endpoint != client.controlEndpoint)
-                {
-                    if (_ctl != null) _ctl.Dispose();
-                    _ctl = new ControlClient(client.controlEndpoint, RealtalkClient.TransportOverride) { ClientName = "realtalk-unity-npc" };
-                }
-                var ctl = _ctl;
+                var ctl = client.Control;    // one connection per client, shared by every NPC using it
                 double bakeFps = fps;
                 int timeout = bakeTimeoutMs;
                 CoefficientTrack result = null;
@@ -82,20 +94,16 @@ namespace RealtalkBridge.Unity
                 {
                     try { result = ctl.Bake(mono, rate, bakeFps, timeout); }
                     catch (Exception e) { error = e.Message; }
-                    finally { done = true; }
+                    finally { Volatile.Write(ref done, true); }
                 }) { IsBackground = true, Name = "realtalk-bake" };
                 worker.Start();
                 while (!Volatile.Read(ref done)) yield return null;
                 IsBaking = false;
-                if (error != null) { LastError = error; Debug.LogWarning("[Realtalk] bake failed: " + error); yield break; }
+                if (error != null) { Fail("bake of " + audioClip.name + " failed: " + error); yield break; }
                 track = result;
+                _tracks[audioClip] = track;
 #if UNITY_EDITOR
-                // asset edits made in play mode persist: the next run plays from the cache without a sidecar
-                if (cacheInEditor && cachedTrack != null)
-                {
-                    cachedTrack.SetFrom(track, audioClip);
-                    UnityEditor.EditorUtility.SetDirty(cachedTrack);
-                }
+                if (cacheInEditor) SaveTrackAsset(audioClip, track);
 #endif
             }
             _track = track;
@@ -105,14 +113,64 @@ namespace RealtalkBridge.Unity
             _playing = true;
         }
 
+#if UNITY_EDITOR
+        void SaveTrackAsset(AudioClip audioClip, CoefficientTrack track)
+        {
+            string clipPath = UnityEditor.AssetDatabase.GetAssetPath(audioClip);
+            if (string.IsNullOrEmpty(clipPath)) return;
+            var asset = ScriptableObject.CreateInstance<CoefficientTrackAsset>();
+            asset.SetFrom(track, audioClip);
+            string dir = System.IO.Path.GetDirectoryName(clipPath);
+            string stem = System.IO.Path.GetFileNameWithoutExtension(clipPath);
+            UnityEditor.AssetDatabase.CreateAsset(asset, UnityEditor.AssetDatabase.GenerateUniqueAssetPath(dir + "/" + stem + "_track.asset"));
+            bakedTracks.Add(asset);
+            UnityEditor.EditorUtility.SetDirty(this);
+        }
+#endif
+
+        IEnumerator SpeakLiveRoutine(AudioClip audioClip)
+        {
+            LastError = null;
+            if (client == null) { Fail("live mode needs a RealtalkClient"); yield break; }
+            float[] mono = AudioClipSamples.Mono(audioClip);   // main thread only
+            int rate = audioClip.frequency;
+            if (_live == null || _live.Control != client.Control || _live.Stream != liveStreamId)
+                _live = new LivePusher(client.Control, liveStreamId, Mathf.RoundToInt(fps));
+            var live = _live;
+            string error = null;
+            int generation = Interlocked.Increment(ref _pushGeneration);
+            // the network lives on a worker (LivePusher: open once, 20 ms chunks at real-time pace, reopen if needed)
+            var pusher = new Thread(delegate ()
+            {
+                try { live.PushLine(mono, rate, delegate { return Volatile.Read(ref _pushGeneration) == generation; }); }
+                catch (Exception e) { error = e.Message; }
+            }) { IsBackground = true, Name = "realtalk-npc-push" };
+            _pusher = pusher;
+            pusher.Start();
+            _track = null;
+            _audio.clip = audioClip;
+            _audio.PlayDelayed(liveAudioDelay);
+            _playing = true;
+            while (pusher.IsAlive) yield return null;
+            if (error != null) Fail("live push on " + live.Stream + " failed: " + error);
+        }
+
+        void Fail(string message)
+        {
+            LastError = message;
+            Debug.LogWarning("[Realtalk] " + name + ": " + message);
+        }
+
         public void StopSpeaking()
         {
+            Interlocked.Increment(ref _pushGeneration);   // ends a live push in progress
             if (_audio != null) _audio.Stop();
             _playing = false;
         }
 
         public bool TryGetFrame(CoeffFrame dst, ref long version)
         {
+            if (Live) return client != null && client.TryGetFrame(liveStreamId, dst, ref version);
             if (_track == null) return false;
             if (_playing && !_audio.isPlaying) _playing = false;
             // after the clip ends the driver's hold/relax takes the face back to neutral

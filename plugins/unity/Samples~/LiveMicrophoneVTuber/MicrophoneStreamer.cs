@@ -25,6 +25,7 @@ namespace RealtalkBridge.Samples
         readonly object _lock = new object();
         readonly System.Collections.Generic.Queue<float[]> _pending = new System.Collections.Generic.Queue<float[]>();
         volatile bool _running;
+        string _pushError;
 
         void OnEnable()
         {
@@ -54,7 +55,7 @@ namespace RealtalkBridge.Samples
                     catch (Exception e)
                     {
                         open = false;   // the sidecar restarted or went away: reopen when it is back
-                        Debug.LogWarning("[Realtalk] microphone push: " + e.Message);
+                        lock (_lock) _pushError = e.Message;    // logged by Update: Unity's API stays on the main thread
                         Thread.Sleep(500);
                     }
                 }
@@ -65,6 +66,9 @@ namespace RealtalkBridge.Samples
 
         void Update()
         {
+            string err;
+            lock (_lock) { err = _pushError; _pushError = null; }
+            if (err != null) Debug.LogWarning("[Realtalk] microphone push: " + err);
             if (_mic == null) return;
             int pos = Microphone.GetPosition(device);
             int n = pos - _readPos;

@@ -152,9 +152,9 @@ namespace RealtalkBridge.Tests
         string PubEndpoint { get { return "tcp://127.0.0.1:" + _pub; } }
         string CtlEndpoint { get { return "tcp://127.0.0.1:" + _ctl; } }
 
-        void StartSidecar()
+        void StartSidecar(string extra = "")
         {
-            string args = _serveArgs.Replace("{pub}", PubEndpoint).Replace("{ctl}", CtlEndpoint);
+            string args = _serveArgs.Replace("{pub}", PubEndpoint).Replace("{ctl}", CtlEndpoint) + extra;
             _sidecar = new ChildProcess(_python, args, _repo);
             _sidecar.Start();
         }
@@ -339,6 +339,303 @@ namespace RealtalkBridge.Tests
             _ctlClient.StreamClose("unity-push");
             var ex = Assert.Throws<RealtalkRequestException>(delegate { _ctlClient.PushAudio("unity-push", samples, 0, chunk); });
             Assert.AreEqual("unknown_stream", ex.Code);
+        }
+
+        [Test]
+        public void ControlRequestsSurviveQuietGapsLongerThanTheHeartbeatTimeout()
+        {
+            // TalkingNpc's case: one ControlClient reused for lines far apart. Heartbeat timings shortened (200 ms / 800 ms)
+            // so the gap can be 1.5 s; the defaults (1 s / 5 s) take the same code path.
+            StartSidecar();
+            WaitReady();
+            var transport = new ZmtpTransport { HeartbeatIntervalMs = 200, HeartbeatTimeoutMs = 800 };
+            using (var ctl = new ControlClient(CtlEndpoint, transport) { ClientName = "nunit-quiet" })
+            {
+                ctl.Ping();
+                for (int gap = 0; gap < 2; gap++)
+                {
+                    Thread.Sleep(1500);   // nearly 2x the heartbeat timeout with nobody reading the socket
+                    var sw = Stopwatch.StartNew();
+                    ctl.Ping(3000);       // failed within ~1 ms with "heartbeat timeout" before the fix
+                    Assert.Less(sw.ElapsedMilliseconds, 1000);
+                }
+                Assert.AreEqual(52, ctl.Hello().Layouts["arkit52"].Length);
+            }
+        }
+
+        static bool PortAccepts(int port)
+        {
+            try
+            {
+                using (var c = new TcpClient())
+                {
+                    var ar = c.BeginConnect(IPAddress.Loopback, port, null, null);
+                    if (!ar.AsyncWaitHandle.WaitOne(100)) return false;
+                    c.EndConnect(ar);
+                    return true;
+                }
+            }
+            catch (SocketException) { return false; }
+        }
+
+        [Test]
+        public void ReconnectsWithinHalfASecondOfTheSidecarComingBack()
+        {
+            StartSidecar();
+            // default options: the back-off cap under test is the shipped one
+            _rx = new StreamReceiver(new StreamReceiverOptions { Endpoint = PubEndpoint, HelloEndpoint = CtlEndpoint });
+            _rx.Start();
+            Assert.GreaterOrEqual(Collect(_rx, 5, 30000).Count, 5, "no frames before the restart: " + _rx.LastError);
+            _sidecar.Kill();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State != ConnectionState.Connected; }, 8000), "loss not noticed");
+            Thread.Sleep(2500);   // long enough for an uncapped exponential back-off to reach seconds
+            StartSidecar();
+            var sw = Stopwatch.StartNew();
+            while (!PortAccepts(_pub)) { Assert.Less(sw.ElapsedMilliseconds, 30000, "sidecar did not come back"); Thread.Sleep(5); }
+            var back = Stopwatch.StartNew();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.Connects >= 2; }, 5000), _rx.LastError);
+            long reconnectMs = back.ElapsedMilliseconds;
+            long before = _rx.FramesReceived;
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.FramesReceived > before; }, 10000), "no frames after the restart");
+            Console.WriteLine("reconnect after the sidecar's port was back: " + reconnectMs + " ms; first frame after "
+                              + back.ElapsedMilliseconds + " ms");
+            Assert.Less(reconnectMs, 500, "reconnect took " + reconnectMs + " ms after the sidecar was back");
+        }
+
+        [Test]
+        public void SixtyHzConsumerSeesEveryFrameOfASixtyFpsStream()
+        {
+            StartSidecar(" --fps 60");
+            _rx = NewReceiver("file");
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.FramesReceived > 10; }, 30000), "no frames: " + _rx.LastError);
+            // a game loop at 60 Hz: each tick uses its scheduled time (as Unity's frame time does), sleeping in between
+            var dst = new CoeffFrame();
+            long version = 0;
+            var seen = new List<long>();
+            double start = StreamReceiver.NowSeconds() + 0.05;
+            long receivedBefore = _rx.FramesReceived, gapsBefore = _rx.SeqGaps;
+            for (int k = 0; k < 240; k++)
+            {
+                double tick = start + k / 60.0;
+                int wait = (int)((tick - StreamReceiver.NowSeconds()) * 1000);
+                if (wait > 0) Thread.Sleep(wait);
+                if (_rx.TryGetNext(dst, ref version, tick)) seen.Add(dst.Seq);
+            }
+            long received = _rx.FramesReceived - receivedBefore;
+            Assert.AreEqual(60.0, dst.Fps);
+            Assert.AreEqual(gapsBefore, _rx.SeqGaps, "the link itself lost frames; the pacing cannot be judged");
+            Assert.Greater(seen.Count, 200);
+            for (int i = 1; i < seen.Count; i++)
+                Assert.AreEqual(seen[i - 1] + 1, seen[i], "frame skipped after seq " + seen[i - 1] + " (" + seen.Count
+                                + " shown of " + received + " received; pacer skipped " + _rx.Pacer.Skipped + ")");
+            Console.WriteLine("60 Hz consumer: " + seen.Count + " frames shown in 240 ticks, " + received + " received, 0 skipped; "
+                              + "queued " + (_rx.Pacer.MeanQueuedSeconds * 1000).ToString("F1") + " ms mean, "
+                              + (_rx.Pacer.MaxQueuedSeconds * 1000).ToString("F1") + " ms max");
+        }
+
+        [Test]
+        public void SteadyStateAllocatesNothingPerFrame()
+        {
+            StartSidecar();
+            _rx = NewReceiver("file");
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.FramesReceived > 5 && _rx.StatusReceived > 0; }, 30000), _rx.LastError);
+            // a typical FBX face: every ARKit shape as blendShape1.<name>, plus a few others
+            var rig = new List<string>();
+            foreach (var n in Payloads.Arkit) rig.Add("blendShape1." + n);
+            rig.Add("blendShape1.Body_Fat"); rig.Add("blendShape1.Fcl_ALL_Neutral");
+            var feed = new FaceFeed();
+            var target = new BlendshapeTarget(rig.ToArray());
+            target.Map.SmoothingSeconds = 0.03f;
+            string lastText = null;
+            int texts = 0;
+            Action<double> frame = delegate (double now)
+            {
+                bool got = _rx.TryGetNext(feed.Frame, ref feed.Version, now);
+                float[] input = feed.Input(got, now);
+                if (input != null) target.Apply(feed.Frame, input, 1 / 60f);
+            };
+            double t0 = StreamReceiver.NowSeconds();
+            // warm-up (JIT, buffers) until a status message has passed through too: its first effects are not steady state
+            long statusAtStart = _rx.StatusReceived;
+            int warm = 0;
+            for (; warm < 60 || (_rx.StatusReceived == statusAtStart && warm < 240); warm++) { frame(t0 + warm / 60.0); Thread.Sleep(16); }
+            long statusBefore = _rx.StatusReceived, rebuildsBefore = target.Map.Rebuilds;
+            long allocated = 0;
+            int frames = 0, ticks = 0;
+            // at least 3 s, and on until two status messages have arrived inside the window (1 Hz, so about 3 s)
+            for (int k = 0; k < 180 || (_rx.StatusReceived - statusBefore < 2 && k < 420); k++, ticks++)
+            {
+                double now = t0 + (warm + k) / 60.0;
+                long a = GC.GetAllocatedBytesForCurrentThread();
+                long v = feed.Version;
+                frame(now);
+                allocated += GC.GetAllocatedBytesForCurrentThread() - a;
+                if (feed.Version != v) frames++;
+                string text = _rx.StatusText;   // a HUD reading the status line every frame
+                if (!ReferenceEquals(text, lastText)) { texts++; lastText = text; }
+                Thread.Sleep(16);
+            }
+            Console.WriteLine("steady state: " + ticks + " ticks, " + frames + " frames, " + (_rx.StatusReceived - statusBefore)
+                              + " status messages, " + allocated + " bytes allocated by the per-frame path, " + texts + " status texts");
+            Assert.GreaterOrEqual(_rx.StatusReceived - statusBefore, 2, "no status message arrived during the measurement");
+            Assert.Greater(frames, 60);
+            Assert.AreEqual(52, target.Map.MappedCount);
+            Assert.AreEqual(rebuildsBefore, target.Map.Rebuilds, "status messages made the mapping rebuild");
+            Assert.AreEqual(0, allocated, "bytes allocated per frame in steady state");
+            Assert.LessOrEqual(texts, 2 + ticks / 30, "StatusText was rebuilt " + texts + " times in " + ticks + " ticks");
+        }
+
+        [Test]
+        public void ACurveSidecarIsReportedClearly()
+        {
+            string keys = Path.Combine(Path.GetTempPath(), "realtalk-curve-" + _pub);
+            using (var mk = Process.Start(new ProcessStartInfo(_python, "-m realtalk_bridge serve --make-curve-keys \"" + keys + "\"")
+            { UseShellExecute = false, WorkingDirectory = _repo, RedirectStandardOutput = true }))
+            {
+                mk.StandardOutput.ReadToEnd();
+                Assert.IsTrue(mk.WaitForExit(60000));
+            }
+            string secret = Path.Combine(keys, "server.key_secret");
+            Assert.IsTrue(File.Exists(secret), secret);
+            // the key a NetMQ adapter needs, read from the public certificate, equals pyzmq's reading of it
+            byte[] pub = CurveKeys.ReadPublicKeyFile(Path.Combine(keys, "server.key"));
+            byte[] sec = CurveKeys.ReadSecretKey(File.ReadAllText(secret));
+            string code = "import sys, zmq.auth, zmq.utils.z85 as z; p, s = zmq.auth.load_certificate(sys.argv[1]); print(z.decode(p).hex(), z.decode(s).hex())";
+            using (var py = Process.Start(new ProcessStartInfo(_python, "-c \"" + code + "\" \"" + secret + "\"")
+            { UseShellExecute = false, RedirectStandardOutput = true }))
+            {
+                string[] hex = py.StandardOutput.ReadToEnd().Trim().Split(' ');
+                Assert.IsTrue(py.WaitForExit(30000));
+                Assert.AreEqual(hex[0], BitConverter.ToString(pub).Replace("-", "").ToLowerInvariant());
+                Assert.AreEqual(hex[1], BitConverter.ToString(sec).Replace("-", "").ToLowerInvariant());
+            }
+            StartSidecar(" --curve-secret-key \"" + secret + "\"");
+            using (var ctl = new ControlClient(CtlEndpoint) { ConnectTimeoutMs = 1000 })
+            {
+                TransportException last = null;
+                var sw = Stopwatch.StartNew();
+                while (sw.ElapsedMilliseconds < 30000)
+                {
+                    try { ctl.Ping(1000); Assert.Fail("a CURVE sidecar answered a NULL-mechanism client"); }
+                    catch (CurveRequiredException e) { last = e; break; }
+                    catch (TransportException e) { last = e; Thread.Sleep(100); }   // not listening yet
+                }
+                Assert.IsInstanceOf<CurveRequiredException>(last, last == null ? "" : last.Message);
+                StringAssert.Contains("requires CURVE", last.Message);
+                StringAssert.Contains("NetMQ", last.Message);
+            }
+            _rx = NewReceiver(null, hello: false);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.LastError.Contains("requires CURVE"); }, 5000), _rx.LastError);
+            Assert.AreEqual(0, _rx.Connects);
+            try { Directory.Delete(keys, true); } catch (IOException) { }
+        }
+
+        [Test]
+        public void SeveralNpcsShareOneConnectionWithAStreamEach()
+        {
+            // the TalkingNpc crowd sample: one receiver (one SUB connection), one control connection, one stream per NPC
+            StartSidecar();
+            WaitReady();
+            _rx = NewReceiver(null);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State == ConnectionState.Connected; }, 10000), _rx.LastError);
+            string[] npcs = { "npc-a", "npc-b", "npc-c" };
+            var dst = new CoeffFrame();
+            var versions = new long[npcs.Length];
+            foreach (var id in npcs) _rx.TryGetNext(id, dst, ref versions[0], StreamReceiver.NowSeconds());   // register
+            Thread.Sleep(300);   // slow joiner
+            int sr;
+            float[] samples = Env.ReadWav(_wav, out sr);
+            foreach (var id in npcs) Assert.AreEqual(id, _ctlClient.StreamOpen(id, 30, sr));
+            int chunk = sr / 50;
+            Exception pushError = null;
+            var pusher = new Thread(delegate ()
+            {
+                try
+                {
+                    var sw = Stopwatch.StartNew();
+                    for (int i = 0; i + chunk <= samples.Length && i < 2 * sr; i += chunk)
+                    {
+                        // each NPC speaks a different part of the recording, all on the one control connection
+                        for (int n = 0; n < npcs.Length; n++)
+                            _ctlClient.PushAudio(npcs[n], samples, (i + n * sr / 2) % (samples.Length - chunk), chunk);
+                        int ahead = (int)(1000.0 * (i + chunk) / sr - sw.ElapsedMilliseconds);
+                        if (ahead > 0) Thread.Sleep(ahead);
+                    }
+                }
+                catch (Exception e) { pushError = e; }
+            });
+            pusher.Start();
+            var counts = new int[npcs.Length];
+            var sw2 = Stopwatch.StartNew();
+            while (sw2.ElapsedMilliseconds < 6000 && (pusher.IsAlive || sw2.ElapsedMilliseconds < 2500))
+            {
+                for (int n = 0; n < npcs.Length; n++)
+                {
+                    if (!_rx.TryGetNext(npcs[n], dst, ref versions[n], StreamReceiver.NowSeconds())) continue;
+                    Assert.AreEqual(npcs[n], dst.Stream, "a frame of another NPC's stream");
+                    counts[n]++;
+                }
+                Thread.Sleep(16);
+            }
+            pusher.Join(5000);
+            Assert.IsNull(pushError, pushError == null ? "" : pushError.Message);
+            for (int n = 0; n < npcs.Length; n++)
+                Assert.GreaterOrEqual(counts[n], 30, npcs[n] + " got " + counts[n] + " frames; last error " + _rx.LastError);
+            Assert.AreEqual(1, _rx.Connects, "one connection for all NPCs");
+            foreach (var id in npcs) _ctlClient.StreamClose(id);
+        }
+
+        /// <summary>Pushes a line on a worker (as TalkingNpc does) while this thread consumes the stream like a 60 Hz
+        /// game loop; returns the frames shown.</summary>
+        int SpeakAndWatch(LivePusher live, float[] line, int sr, string stream, ref long version)
+        {
+            Exception error = null;
+            var worker = new Thread(delegate ()
+            {
+                try { live.PushLine(line, sr); } catch (Exception e) { error = e; }
+            });
+            worker.Start();
+            var dst = new CoeffFrame();
+            int n = 0;
+            var quiet = Stopwatch.StartNew();
+            while (worker.IsAlive || quiet.ElapsedMilliseconds < 600)
+            {
+                if (_rx.TryGetNext(stream, dst, ref version, StreamReceiver.NowSeconds())) { n++; quiet.Restart(); }
+                Thread.Sleep(16);
+            }
+            Assert.IsNull(error, error == null ? "" : error.ToString());
+            return n;
+        }
+
+        [Test]
+        public void LiveLinesSurviveTheSidecarsIdleTimeoutBetweenThem()
+        {
+            // TalkingNpc's live mode: lines far apart; the sidecar closes an idle pushed stream (here after 1 s)
+            StartSidecar(" --idle-timeout 1");
+            WaitReady();
+            _rx = NewReceiver(null);
+            _rx.Start();
+            Assert.IsTrue(Env.WaitFor(delegate { return _rx.State == ConnectionState.Connected; }, 10000), _rx.LastError);
+            long version = 0;
+            _rx.TryGetNext("npc-live", new CoeffFrame(), ref version, StreamReceiver.NowSeconds());   // register
+            Thread.Sleep(300);
+            int sr;
+            float[] samples = Env.ReadWav(_wav, out sr);
+            var line = new float[sr * 6 / 10];
+            Array.Copy(samples, sr / 2, line, 0, line.Length);
+            var live = new LivePusher(_ctlClient, "npc-live", 30);
+            int first = SpeakAndWatch(live, line, sr, "npc-live", ref version);
+            Thread.Sleep(2000);                      // > idle timeout: the sidecar has closed the stream
+            int second = SpeakAndWatch(live, line, sr, "npc-live", ref version);   // reopens it and speaks
+            Console.WriteLine("live lines: " + first + " and " + second + " frames, " + live.Reopens + " reopen(s)");
+            Assert.AreEqual(1, live.Reopens, "the idle-closed stream was not reopened");
+            Assert.GreaterOrEqual(first, 10);
+            Assert.GreaterOrEqual(second, 10, "no frames for the line after the idle timeout");
+            live.Close();
         }
 
         [Test]

@@ -1,4 +1,6 @@
-// Compile-only stand-in for the UnityEditor API the package's Editor scripts use (see UnityEngine.cs).
+// Compile-only stand-in for the UnityEditor API the package's Editor scripts use (see UnityEngine.cs). Every member
+// here was checked against the member ids in a Unity 2020.2-series UnityEditor.CoreModule.xml (the published API
+// docs; no generic overloads are listed there, so the Editor code uses the documented non-generic forms).
 using System;
 
 namespace UnityEditor
@@ -11,14 +13,25 @@ namespace UnityEditor
         public MenuItem(string itemName, bool isValidateFunction, int priority) { }
     }
 
-    public static class Selection
+    [Flags]
+    public enum SelectionMode { Unfiltered = 0, TopLevel = 1, Deep = 2, ExcludePrefab = 4, Editable = 8, Assets = 16, DeepAssets = 32, OnlyUserModifiable = 8 }
+
+    public sealed class Selection
     {
-        public static UnityEngine.Object activeObject { get { return null; } }
+        public static UnityEngine.Object activeObject { get { return null; } set { } }
+        public static UnityEngine.Object[] GetFiltered(Type type, SelectionMode mode) { return new UnityEngine.Object[0]; }
+    }
+
+    public sealed class EditorApplication
+    {
+        public delegate void CallbackFunction();
+        public static CallbackFunction update;
     }
 
     public static class AssetDatabase
     {
-        public static string GetAssetPath(UnityEngine.Object o) { return ""; }
+        public static string GetAssetPath(UnityEngine.Object assetObject) { return ""; }
+        public static UnityEngine.Object LoadAssetAtPath(string assetPath, Type type) { return null; }
         public static void CreateAsset(UnityEngine.Object asset, string path) { }
         public static string GenerateUniqueAssetPath(string path) { return path; }
         public static void SaveAssets() { }
@@ -27,6 +40,7 @@ namespace UnityEditor
     public static class EditorUtility
     {
         public static void DisplayProgressBar(string title, string info, float progress) { }
+        public static bool DisplayCancelableProgressBar(string title, string info, float progress) { return false; }
         public static void ClearProgressBar() { }
         public static bool DisplayDialog(string title, string message, string ok) { return true; }
         public static void SetDirty(UnityEngine.Object target) { }
@@ -46,5 +60,6 @@ namespace UnityEditor
     public static class AnimationUtility
     {
         public static void SetEditorCurve(UnityEngine.AnimationClip clip, EditorCurveBinding binding, UnityEngine.AnimationCurve curve) { }
+        public static string CalculateTransformPath(UnityEngine.Transform targetTransform, UnityEngine.Transform root) { return ""; }
     }
 }

