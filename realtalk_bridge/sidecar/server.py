@@ -281,7 +281,7 @@ class Server:
                  curve_clients: list | None = None, insecure: bool = False, pacing: bool = True):
         for ep in (pub, ctl):
             check_endpoint(ep)
-        if pub == ctl and not pub.endswith(":*"):
+        if pub == ctl and not pub.endswith((":*", ":0")):
             raise ValueError(f"--pub and --ctl must differ (both are {pub})")
         remote = [ep for ep in (pub, ctl) if not is_loopback(ep)]
         if remote and not allow_remote:
