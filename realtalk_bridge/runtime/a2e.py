@@ -347,15 +347,16 @@ class A2EStream:
             self._buf_start = keep_from
 
 
-def step_streams(rt: A2ERuntime, streams: list[A2EStream], max_windows: int | None = None,
+def step_streams(rt: A2ERuntime, streams: list[A2EStream], max_windows=None,
                  max_batch: int = 64) -> list[list[Frame]]:
-    """One tick for many streams: every stream's pending model windows (at most `max_windows` each, so
-    one busy stream cannot make the tick long) run in ONE batched ONNX call (chunks of `max_batch`),
-    each row with its own stream's identity and history. Returns each stream's new frames, exactly what
-    `push` would have returned for the same audio."""
+    """One tick for many streams: every stream's pending model windows (at most `max_windows` each, an
+    int or one per stream, so one busy stream cannot make the tick long) run in ONE batched ONNX call
+    (chunks of `max_batch`), each row with its own stream's identity and history. Returns each stream's
+    new frames, exactly what `push` would have returned for the same audio."""
+    limits = max_windows if isinstance(max_windows, (list, tuple)) else [max_windows] * len(streams)
     rows: list[tuple[int, int, np.ndarray]] = []  # (stream index, k, window)
-    for si, s in enumerate(streams):
-        rows.extend((si, k, win) for k, win in s.pending_windows(max_windows))
+    for si, (s, lim) in enumerate(zip(streams, limits)):
+        rows.extend((si, k, win) for k, win in s.pending_windows(lim))
     for a in range(0, len(rows), max_batch):
         part = rows[a:a + max_batch]
         audio = np.stack([win for _, _, win in part])

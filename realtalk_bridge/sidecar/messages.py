@@ -22,7 +22,9 @@ VERSIONS = (1,)
 MAX_CONTROL_BYTES = 64 * 1024  # every op but push_audio and bake
 MAX_PUSH_SECONDS = 0.5  # one push_audio chunk, at the stream's sample rate
 MAX_PUSH_BYTES = 512 * 1024  # 0.5 s at 192 kHz float32 is 384 KiB
-MAX_BAKE_BYTES = 64 * 1024 * 1024  # a bake upload (the server's --max-bake-mb changes it)
+# a bake upload (serve --max-bake-mb changes it): 17 min of 16 kHz s16, or a 30 min FLAC/OGG file. A frame
+# above it is refused by ZeroMQ (MAXMSGSIZE) from its header: the bytes are never read
+MAX_BAKE_BYTES = 32 * 1024 * 1024
 MAX_MESSAGE_BYTES = MAX_BAKE_BYTES  # the largest message of any op (kept for callers of decode())
 MAX_ENVELOPE_FRAMES = 4  # routing id + delimiter(s) + payload; more is an attack, dropped unanswered
 MAX_ENVELOPE_FRAME_BYTES = 256  # a routing id is at most 255 bytes; delimiters are empty
@@ -100,22 +102,13 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES, max_str: int = MAX_S
 
 
 def peek(data) -> dict:
-    """`v`, `op` and `id` of a large request without decoding it: reads keys from the front and stops at
-    the first big value (clients send v, op, id first). Used to answer a refused bake with its id."""
-    class _View:  # a file over the buffer: msgpack reads a little at a time, nothing is copied whole
-        def __init__(self, buf):
-            self.buf, self.pos = memoryview(data).cast("B"), 0
-
-        def read(self, n=-1):
-            n = len(self.buf) - self.pos if n < 0 else n
-            out = bytes(self.buf[self.pos:self.pos + n])
-            self.pos += len(out)
-            return out
-
+    """`v`, `op` and `id` of a large request without decoding it: only its first 4 KiB are read (clients
+    send v, op, id first). Used to answer a refused or undecodable large request with its id."""
     out: dict = {}
     try:
-        u = msgpack.Unpacker(_View(data), raw=False, read_size=4096, max_bin_len=256, max_str_len=256,
-                             max_array_len=16, max_map_len=64, max_ext_len=0)
+        u = msgpack.Unpacker(raw=False, max_bin_len=256, max_str_len=256, max_array_len=16, max_map_len=64,
+                             max_ext_len=0, max_buffer_size=8192)
+        u.feed(bytes(memoryview(data).cast("B")[:4096]))
         for _ in range(min(u.read_map_header(), 8)):
             key = u.unpack()
             value = u.unpack()
@@ -123,7 +116,7 @@ def peek(data) -> dict:
                 out[key] = value
             if len(out) == 3:
                 break
-    except Exception:
+    except Exception:  # out of data, a big value, not a map: what was found so far
         pass
     return {k: v for k, v in out.items() if (k != "op" or isinstance(v, str)) and not (k == "id" and _id(v))}
 

@@ -23,7 +23,7 @@ DEFAULTS = {
     "pub": DEFAULT_PUB, "ctl": DEFAULT_CTL, "model": None, "fps": 30, "lookahead_ms": 80.0,
     "input": None, "loop": False, "no_mic": False, "device": None, "idle_timeout": 10.0,
     "allow_remote": False, "curve_secret_key": None, "smoothing": 0.0, "gains": {}, "log_level": "info",
-    "nonverbal": False, "insecure": False, "curve_clients": None, "max_bake_mb": 64.0, "max_bake_minutes": 30.0,
+    "nonverbal": False, "insecure": False, "curve_clients": None, "max_bake_mb": 32.0, "max_bake_minutes": 30.0,
     "max_streams": 64, "max_streams_per_client": 16, "max_lag_ms": 300.0, "pacing": True,
 }
 
@@ -62,7 +62,7 @@ def add_arguments(p) -> None:
     p.add_argument("--curve-secret-key", default=None, help="ZeroMQ CURVE server secret key file (.key_secret)")
     p.add_argument("--curve-clients", default=None, metavar="DIR",
                    help="only clients whose public key file (*.key) is in DIR may connect (CURVE, ZAP)")
-    p.add_argument("--max-bake-mb", type=_number, default=None, help="largest bake upload in MiB (default 64)")
+    p.add_argument("--max-bake-mb", type=_number, default=None, help="largest bake upload in MiB (default 32)")
     p.add_argument("--max-bake-minutes", type=_number, default=None, help="longest bake audio (default 30)")
     p.add_argument("--max-streams", type=_number, default=None, help="pushed streams, all clients (default 64)")
     p.add_argument("--max-streams-per-client", type=_number, default=None, help="pushed streams per client (default 16)")

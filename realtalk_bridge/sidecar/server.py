@@ -47,7 +47,9 @@ MAX_PUSH_STREAMS = 64  # all clients together
 MAX_STREAMS_PER_CLIENT = 16
 MAX_QUEUED_AUDIO_S = 3.0  # per client: audio received but not yet through the A2E
 MAX_LAG_S = 0.3  # a live stream's audio older than this when the engine gets to it is dropped (`lagging`)
-MAX_WINDOWS_PER_TICK = 4  # per stream and engine tick (160 ms of audio): one busy stream cannot make a tick long
+MAX_WINDOWS_PER_TICK = 4  # per live stream and engine tick (160 ms of audio): one busy stream cannot make a tick long
+TICK_BUDGET_S = 0.03  # model time per engine tick: frames of live streams are never held up longer
+MAX_BULK_WINDOWS_PER_TICK = 1  # a stream fed ahead of real time goes one window per tick: live streams come first
 MAX_BAKES = 2
 MAX_BAKE_SECONDS = 30 * 60.0
 MAX_UNREAD_REPLIES = 100  # ROUTER SNDHWM: a client that never reads its replies loses them, the sidecar holds no more
@@ -243,6 +245,11 @@ class Feeder:
         self._sock.close()
 
 
+def _frame_k(a2e) -> int:
+    """The model frame the stream's next output frame reads from."""
+    return (a2e._next * a2e.rt.fps) // a2e.fps
+
+
 class _Cancelled(Exception):
     pass
 
@@ -341,6 +348,8 @@ class Server:
         self._out_lock = threading.Lock()
         self._out_n = itertools.count()
         self._load = 0.0  # engine busy fraction (EMA)
+        self._win_cost = 0.004  # seconds per model window in a batch (EMA, measured)
+        self._rr = 0
         self._lag_wall = -1e9  # last time a live stream had to shed audio
         self._conns: dict[int, int] = {}  # fd -> generation (the connection that sent a request)
         self._conn_gen = itertools.count(1)
@@ -385,8 +394,7 @@ class Server:
 
                 self._auth = ThreadAuthenticator(self.ctx)
                 self._auth.start()
-                keys = {k.encode() if isinstance(k, str) else bytes(k): True for k in self.curve_clients}
-                self._auth.configure_curve(domain="*", location=_KeyDict(keys))
+                self._auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(self.curve_clients))
             for s in (self.pub, self.ctl):
                 s.curve_secretkey, s.curve_publickey, s.curve_server = secret, public, True
         try:
@@ -735,7 +743,12 @@ class Server:
                     if not st.backlog or self._stale(st, t0):  # a stream still behind takes no more audio yet
                         self._take_audio(st, t0)
                 if active:
-                    frames = step_streams(self.rt, [st.a2e for st in active], max_windows=MAX_WINDOWS_PER_TICK)
+                    limits = self._tick_budget(active)
+                    tb = time.monotonic()
+                    frames = step_streams(self.rt, [st.a2e for st in active], max_windows=limits)
+                    if sum(limits):  # the cost of one window, to size the next ticks
+                        cost = (time.monotonic() - tb) / max(1, sum(limits))
+                        self._win_cost = 0.8 * self._win_cost + 0.2 * cost
                     for st, fr in zip(active, frames):
                         self._publish_frames(st, fr)
                         st.backlog = bool(st.a2e.pending_windows(1))
@@ -748,6 +761,25 @@ class Server:
             busy_ema = 0.9 * busy_ema + 0.1 * ((t1 - t0) / max(1e-3, t1 - t_prev))
             self._load, t_prev = busy_ema, t1
             self._ring()
+
+    def _tick_budget(self, active: list) -> list[int]:
+        """Windows per stream this tick: live streams up to 4, bulk ones 1, and all together no more than
+        fit in TICK_BUDGET_S at the measured cost per window. Who starts rotates, so under overload every
+        stream gets its turn and what waits too long is shed (lagging) instead of piling up latency."""
+        total = max(len(active) // 4 + 1, int(TICK_BUDGET_S / max(self._win_cost, 1e-4)))
+        want = [st.a2e.pending_windows(MAX_BULK_WINDOWS_PER_TICK if st.lead_s > 0.25 else MAX_WINDOWS_PER_TICK)
+                for st in active]
+        limits = [0] * len(active)
+        self._rr = (self._rr + 1) % len(active)
+        order = list(range(self._rr, len(active))) + list(range(self._rr))
+        for i in order:  # one window each first, then the rest
+            if total and want[i]:
+                limits[i], total = 1, total - 1
+        for i in order:
+            extra = min(len(want[i]) - limits[i], total) if limits[i] else 0
+            limits[i] += max(0, extra)
+            total -= max(0, extra)
+        return limits
 
     def _stale(self, st: StreamState, now: float) -> bool:
         """A live stream (not fed ahead of real time) whose oldest queued audio waited past the lag budget.
@@ -794,12 +826,15 @@ class Server:
         st.a2e.feed(x)
 
     def _shed(self, st: StreamState, n_raw: int) -> None:
-        """n_raw samples (stream rate) dropped unprocessed: flush what the A2E has, restart it after the gap."""
-        self._publish_frames(st, st.a2e.flush())
-        n16 = int(round(n_raw * 16000 / st.sample_rate))
-        st.samples_in += n16
-        st.vad.skip(n16)
+        """n_raw queued samples (stream rate) dropped unprocessed, and whatever the A2E had not run yet:
+        the A2E restarts after the gap (frames keep their seq, `t` jumps)."""
+        a = st.a2e
+        backlog = max(0, a._n_in - (_frame_k(a) * self.rt.frame_samples + a.la))  # fed, never to be run
+        n_queued = int(round(n_raw * 16000 / st.sample_rate))
+        st.samples_in += n_queued  # (the backlog is counted in already)
+        st.vad.skip(n_queued)
         st.t_base = st.samples_in / 16000.0
+        n16 = n_queued + backlog
         st.a2e = self._make_a2e(st.fps, st.lookahead_ms, st.alpha, st.history)
         st.dropped_s += n16 / 16000.0
         self.stats["dropped_s"] += n16 / 16000.0
@@ -1132,10 +1167,9 @@ class Server:
                 job = self._bake_q.get(timeout=0.1)
             except queue.Empty:
                 continue
-            req = None
+            req = job.payload if isinstance(job.payload, dict) else m.peek(job.payload.buffer)
             try:
-                req = job.payload
-                if not isinstance(req, dict):
+                if not isinstance(job.payload, dict):
                     req = m.decode(job.payload.buffer, self.max_bake_bytes)
                     m.validate_request(req)
                     if req["op"] != "bake":
@@ -1147,7 +1181,7 @@ class Server:
             except _Cancelled:
                 reply = None
             except m.ProtocolError as exc:
-                reply = self._error_reply(req if isinstance(req, dict) else None, exc.code, exc.message)
+                reply = self._error_reply(req, exc.code, exc.message)
             except ValueError as exc:
                 reply = self._error_reply(req, "bad_request", str(exc))
             except Exception as exc:
@@ -1173,7 +1207,7 @@ class Server:
         """The bake's audio as 16 kHz float32, its duration checked from the header before decoding."""
         from realtalk_bridge.audio import resample, to_mono_f32
 
-        data = bytes(req["audio"])
+        data = req["audio"]  # bytes already (msgpack bin): no second copy
         if req["format"] == "file":
             import soundfile as sf
 
@@ -1247,5 +1281,16 @@ class Server:
                           t0=0.0, w=m.pack_f32(w))
 
 
-class _KeyDict(dict):
-    """zmq.auth's configure_curve takes a folder or a dict of allowed client public keys (z85)."""
+class _AllowList:
+    """ZAP credentials provider: a client may connect when its CURVE public key (z85) is listed."""
+
+    def __init__(self, keys):
+        self.keys = {k.encode() if isinstance(k, str) else bytes(k) for k in keys}
+
+    def callback(self, domain, key) -> bool:
+        from zmq.utils import z85
+
+        ok = z85.encode(key) in self.keys or key in self.keys
+        if not ok:
+            log.warning("CURVE: refused a client key that is not on the allow-list")
+        return ok
