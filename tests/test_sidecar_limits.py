@@ -97,9 +97,9 @@ def _attack(sidecar, fn):
     """Run fn; return the largest gap between frames of the file stream while it ran (plus 0.3 s), and
     the limit it must stay under: 2 frame intervals, or (on a machine so loaded that the quiet stream
     already has longer gaps) one frame interval more than the largest gap of the second before."""
-    time.sleep(1.0)
+    time.sleep(1.5)
     t0 = time.time()
-    before = sidecar["watch"].max_gap(t0 - 1.0, t0)
+    before = sidecar["watch"].max_gap(t0 - 1.5, t0)
     out = fn()
     time.sleep(0.3)
     gap = sidecar["watch"].max_gap(t0 - 0.05, time.time())

@@ -235,6 +235,9 @@ def run(args) -> int:
         return 2
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+    # the io loop, the engine and the bake workers share the GIL: hand it over every 1 ms (not 5), so a
+    # frame due now never waits behind another thread's Python work
+    sys.setswitchinterval(0.001)
 
     from realtalk_bridge.runtime.a2e import A2ERuntime
     from realtalk_bridge.sidecar.server import Server
