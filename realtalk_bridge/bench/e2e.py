@@ -586,7 +586,7 @@ def run(args) -> int:
     png = out.with_suffix(".png")
     if args.streams:
         plot_streams(result, png)
-        result["plot"] = str(png)
+        result["plot"] = png.name  # beside the JSON (no machine-specific path)
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result, indent=1))
         return 0
