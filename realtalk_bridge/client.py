@@ -131,9 +131,16 @@ class Client:
         return self.request("stream_open", stream=stream, fps=fps, sample_rate=sample_rate, lookahead_ms=lookahead_ms)
 
     def push_audio(self, stream: str, samples, fmt: str = "f32") -> dict:
-        """float32 samples (or int16 with fmt='s16') at the stream's sample rate."""
-        pcm = m.pack_f32(samples) if fmt == "f32" else m.pack_s16(samples)
-        return self.request("push_audio", stream=stream, pcm=pcm, format=fmt)
+        """float32 samples (or int16 with fmt='s16') at the stream's sample rate. A long array is sent in
+        pieces the sidecar accepts at any rate (0.5 s at 8 kHz, SPEC section 6); the last reply is returned."""
+        x = np.asarray(samples)
+        step = int(m.MAX_PUSH_SECONDS * m.SAMPLE_RATE_RANGE[0])
+        reply = None
+        for a in range(0, max(1, len(x)), step):
+            part = x[a:a + step]
+            pcm = m.pack_f32(part) if fmt == "f32" else m.pack_s16(part)
+            reply = self.request("push_audio", stream=stream, pcm=pcm, format=fmt)
+        return reply
 
     def stream_close(self, stream: str) -> dict:
         return self.request("stream_close", stream=stream)

@@ -592,7 +592,7 @@ def run(args) -> int:
         return 0
     plot(result, png)
     result.pop("_latencies")
-    result["plot"] = str(png)
+    result["plot"] = png.name
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0 if not result["errors"] else 1

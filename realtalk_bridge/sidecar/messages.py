@@ -30,8 +30,8 @@ MAX_ENVELOPE_FRAMES = 4  # routing id + delimiter(s) + payload; more is an attac
 MAX_ENVELOPE_FRAME_BYTES = 256  # a routing id is at most 255 bytes; delimiters are empty
 # Shape limits: strings, lists and maps inside any message (msgpack rejects them at the header)
 MAX_STR = 1024
-MAX_LIST = 256
-MAX_MAP = 256
+MAX_LIST = 4096  # (status lists every stream)
+MAX_MAP = 1024
 EXCERPT = 120  # characters of a peer's value quoted back in an error text or a log line
 # Value ranges of the floats a client can send (the model overflows to NaN on 3e38 identities)
 IDENTITY_ABS_MAX = 10.0
