@@ -11,6 +11,8 @@ look-ahead, at any output rate, and there is one model call per 40 ms of audio. 
 at the end of a stream, after the last sample is silence (zeros).
 
 `infer_offline` and `A2EStream` compute the same windows with the same arithmetic, so they agree.
+`step_streams` runs the windows of many A2EStreams in one batched call (the sidecar's engine tick);
+each stream still gets exactly the frames `push` would have given it.
 """
 from __future__ import annotations
 
