@@ -353,6 +353,7 @@ class Server:
         self._lag_wall = -1e9  # last time a live stream had to shed audio
         self._conns: dict[int, int] = {}  # fd -> generation (the connection that sent a request)
         self._conn_gen = itertools.count(1)
+        self._lazy: set[int] = set()
         self._auth = None
         self._pub_req, self._ctl_req = pub, ctl
         self.pub_endpoint = self.ctl_endpoint = None
@@ -613,9 +614,13 @@ class Server:
             return
         fd = ev.get("value")
         if ev["event"] == zmq.EVENT_ACCEPTED:
-            self._conns[fd] = next(self._conn_gen)
+            if fd in self._lazy:  # its first request was handled before this event: keep that identity
+                self._lazy.discard(fd)
+            else:
+                self._conns[fd] = next(self._conn_gen)
         elif ev["event"] == zmq.EVENT_DISCONNECTED:
             gen = self._conns.pop(fd, None)
+            self._lazy.discard(fd)
             conn = (fd, gen)
             # the connection's streams and bakes end with it (a later client reusing its routing id gets nothing)
             for st in [s for s in self.streams.values() if s.owner == conn]:
@@ -633,6 +638,7 @@ class Server:
             return bytes(frames[0].bytes if hasattr(frames[0], "bytes") else frames[0])
         if fd not in self._conns:  # the request overtook its ACCEPTED event
             self._conns[fd] = next(self._conn_gen)
+            self._lazy.add(fd)
         return (fd, self._conns[fd])
 
     # --- internal messages (sources, engine bell, video from other threads) --------------------
@@ -1256,12 +1262,18 @@ class Server:
             raise _Cancelled()
         direct = fps.is_integer() and int(fps) in OUTPUT_FPS
         s = self._make_a2e(int(fps) if direct else BASE_FPS, la)
-        s.feed(audio)
         frames = []
+        pos, step = 0, 16000  # audio goes in 1 s at a time: the stream's buffer stays small
         while True:
             if cancel.is_set() or self._stop.is_set():
                 raise _Cancelled()
-            wins = s.pending_windows(32, final=True)  # what follows the audio is silence (as at flush)
+            wins = s.pending_windows(32)
+            while len(wins) < 32 and pos < len(audio):  # full batches of 32 from window 0, as infer_offline
+                s.feed(audio[pos:pos + step])
+                pos += step
+                wins = s.pending_windows(32)
+            if pos >= len(audio):
+                wins = s.pending_windows(32, final=True)  # what follows the audio is silence (as at flush)
             if not wins:
                 break
             y = self.rt.run(np.stack([w for _, w in wins]), np.repeat(s._alpha, len(wins), 0),
