@@ -168,6 +168,12 @@ class Client:
             fmt = "s16" if a.dtype == np.int16 else "f32"
             args = {"audio": m.pack_s16(a) if fmt == "s16" else m.pack_f32(a), "format": fmt,
                     "sample_rate": int(sample_rate)}
+        if len(args["audio"]) > m.MAX_BAKE_BYTES:  # over the default limit: ask what this sidecar takes
+            limit = self.hello().get("limits", {}).get("bake_bytes", m.MAX_BAKE_BYTES)
+            if len(args["audio"]) > limit:  # (sent anyway, ZeroMQ would drop the connection unanswered)
+                raise RequestError("bake", "too_large", f"the audio is {len(args['audio'])} bytes, this sidecar "
+                                   f"takes at most {limit} (serve --max-bake-mb); send a compressed file "
+                                   "(flac/ogg) or split it")
         r = self.request("bake", timeout=timeout, fps=float(fps), lookahead_ms=lookahead_ms, **args)
         w = m.unpack_f32(r["w"], "w").reshape(r["n_frames"], len(r["names"]))
         t = r["t0"] + np.arange(r["n_frames"]) / r["fps"]

@@ -200,6 +200,10 @@ def test_bakes_longer_than_the_limit_are_refused_from_the_header(sidecar):
             assert e.value.code in ("too_large", "bad_request") and time.monotonic() - t0 < 2.0
         with pytest.raises(RequestError, match="1800"):
             c.bake(flac.getvalue(), timeout=5)
+        # over the upload limit the client says so itself (ZeroMQ would drop the connection unanswered)
+        with pytest.raises(RequestError) as e:
+            c.bake(np.zeros(9 << 20, np.float32), timeout=5)
+        assert e.value.code == "too_large" and "max-bake-mb" in e.value.message
         # an error reply is a RequestError (not a ProtocolError)
         with pytest.raises(RequestError) as e:
             c.bake(b"RIFF not really", timeout=5)

@@ -444,11 +444,30 @@ def _streams_round(sc, audio, n, fps, lookahead_ms, chunk, duration) -> dict:
             "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
+def window_cost_ms(model, batch: int = 32, repeats: int = 8) -> float:
+    """Median ms of model time per window in a batch of `batch` (one onnxruntime thread, as the sidecar)."""
+    from realtalk_bridge.runtime.a2e import A2ERuntime
+
+    rt = A2ERuntime(model)
+    rng = np.random.default_rng(0)
+    a = (0.1 * rng.standard_normal((batch, rt.window_samples))).astype(np.float32)
+    i = np.broadcast_to(rt.default_identity, (batch, rt.n_id)).copy()
+    h = np.broadcast_to(rt.default_history, (batch,) + rt.default_history.shape).copy()
+    rt.run(a, i, h)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rt.run(a, i, h)
+        ts.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(ts)) / batch
+
+
 def run_streams(model, audio_path, fps, lookahead_ms, chunk_ms, ns, duration=8.0, cpu_load=0,
                 endpoints=None) -> dict:
     from realtalk_bridge.audio import load_audio
 
     audio = load_audio(audio_path)
+    cost = window_cost_ms(model)  # one window per stream every 40 ms (25 Hz model frames)
     chunk = int(16000 * chunk_ms / 1000)
     target = 110.0
     rounds = []
@@ -473,6 +492,9 @@ def run_streams(model, audio_path, fps, lookahead_ms, chunk_ms, ns, duration=8.0
     return {"mode": "streams", **_model_id(model), "audio": Path(audio_path).name, "fps": fps,
             "lookahead_ms": lookahead_ms, "chunk_ms": chunk_ms, "duration_s": duration, "cpu_load": cpu_load,
             "cpus": os.cpu_count(), "target_ms": target, "rounds": rounds,
+            "a2e_ms_per_window_batch32": round(cost, 3),
+            # what the model alone allows: each stream needs 25 windows per second
+            "streams_per_core_model_bound": round(1000.0 / (25 * cost), 1),
             "max_streams_realtime": max(ok) if ok else 0, "errors": []}
 
 
