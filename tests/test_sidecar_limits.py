@@ -112,8 +112,10 @@ def test_unknown_op_with_a_60_mib_string(sidecar):
     log0 = os.path.getsize(sidecar["log"])
     d = _dealer(sidecar["ctl"])
 
+    big = msgpack.packb({"v": 1, "op": "x" * (60 << 20)})  # (built before the watch: CPU on 2 cores)
+
     def go():
-        d.send_multipart([b"", msgpack.packb({"v": 1, "op": "x" * (60 << 20)})])
+        d.send_multipart([b"", big])
         return d.poll(1500)
 
     gap, limit, answered = _attack(sidecar, go)
@@ -121,8 +123,8 @@ def test_unknown_op_with_a_60_mib_string(sidecar):
     assert not answered
     assert gap <= limit, f"the stream froze {gap * 1000:.0f} ms"
     d = _dealer(sidecar["ctl"])
-    gap, limit, (frames, reply) = _attack(sidecar, lambda: (
-        d.send_multipart([b"", msgpack.packb({"v": 1, "op": "x" * (8 << 20)})]), _reply(d))[1])
+    big = msgpack.packb({"v": 1, "op": "x" * (8 << 20)})
+    gap, limit, (frames, reply) = _attack(sidecar, lambda: (d.send_multipart([b"", big]), _reply(d))[1])
     d.close(0)
     assert reply["ok"] is False and reply["error"]["code"] == "too_large"
     assert sum(len(f) for f in frames) < 2048, "the reply must not echo the request"
@@ -134,8 +136,10 @@ def test_hello_with_20m_versions(sidecar):
     rss0 = _rss_mb(sidecar["proc"].pid)
     d = _dealer(sidecar["ctl"])
 
+    big = msgpack.packb({"v": 1, "op": "hello", "id": 7, "versions": [1] * 20_000_000})
+
     def go():
-        d.send_multipart([b"", msgpack.packb({"v": 1, "op": "hello", "id": 7, "versions": [1] * 20_000_000})])
+        d.send_multipart([b"", big])
         return _reply(d)
 
     gap, limit, (_, reply) = _attack(sidecar, go)
@@ -155,10 +159,11 @@ def test_twelve_50_mb_requests_and_a_multi_frame_envelope(sidecar):
     d.close(0)
     d = _dealer(sidecar["ctl"])
     blob = blob[: 6 << 20]  # under the limit: decoded off the loop, two at a time
+    payloads = [m.encode({"v": 1, "op": "bake", "id": i, "format": "file", "audio": blob}) for i in range(12)]
 
     def go():
-        for i in range(12):
-            d.send_multipart([b"", m.encode({"v": 1, "op": "bake", "id": i, "format": "file", "audio": blob})])
+        for payload in payloads:
+            d.send_multipart([b"", payload])
             peak.append(_rss_mb(sidecar["proc"].pid))
         replies = []
         for _ in range(12):

@@ -48,6 +48,7 @@ MAX_STREAMS_PER_CLIENT = 16
 MAX_QUEUED_AUDIO_S = 3.0  # per client: audio received but not yet through the A2E
 MAX_LAG_S = 0.3  # a live stream's audio older than this when the engine gets to it is dropped (`lagging`)
 MAX_WINDOWS_PER_TICK = 4  # per live stream and engine tick (160 ms of audio): one busy stream cannot make a tick long
+MAX_PACE_DELAY_S = 0.03  # frame pacing never holds a frame more than this past its audio time + look-ahead
 COALESCE_S = 0.008  # with several streams an engine tick starts at most this often (bigger batches)
 TICK_BUDGET_S = 0.03  # model time per engine tick: frames of live streams are never held up longer
 MAX_BULK_WINDOWS_PER_TICK = 1  # a stream fed ahead of real time goes one window per tick: live streams come first
@@ -200,6 +201,7 @@ class StreamState:
     last_due: float = 0.0  # monotonic time of the latest frame scheduled (frames leave in order)
     dropped_s: float = 0.0
     closed: bool = False
+    lateness: deque = field(default_factory=lambda: deque(maxlen=50))  # s after audio time + look-ahead
 
     def info(self, layout: str) -> dict:
         return {"stream": self.stream, "source": self.source, "fps": float(self.fps),
@@ -882,11 +884,22 @@ class Server:
                            speech=st.vad.active_at(t_audio))
             due = now
             if self.pacing and st.anchor is not None and not st.closed:
-                due = max(now, st.anchor + t_audio + la_s)
+                due = max(now, st.anchor + t_audio + la_s + self._pace_delay(st, now - (st.anchor + t_audio + la_s)))
             due = max(due, st.last_due)
             st.last_due = due
             self._schedule(due, "frame", (st, msg, t, w, pose))
             st.seq += 1
+
+    @staticmethod
+    def _pace_delay(st: StreamState, late: float) -> float:
+        """How much later than its audio time + look-ahead a frame of this stream leaves: what its frames
+        need anyway (audio arrives in chunks, then the model runs), measured over its last 50 frames (the
+        97th percentile, at most MAX_PACE_DELAY_S). A constant delay keeps frames evenly spaced; a frame
+        later than that leaves at once."""
+        st.lateness.append(late)
+        if len(st.lateness) < 5:
+            return 0.0
+        return float(min(MAX_PACE_DELAY_S, max(0.0, np.quantile(np.fromiter(st.lateness, float), 0.97))))
 
     def _publish_event(self, sid: str, name: str, t: float | None = None, message: str | None = None,
                        after: StreamState | None = None) -> None:
