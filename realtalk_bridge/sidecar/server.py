@@ -48,8 +48,8 @@ MAX_STREAMS_PER_CLIENT = 16
 MAX_QUEUED_AUDIO_S = 3.0  # per client: audio received but not yet through the A2E
 MAX_LAG_S = 0.3  # a live stream's audio older than this when the engine gets to it is dropped (`lagging`)
 MAX_WINDOWS_PER_TICK = 4  # per live stream and engine tick (160 ms of audio): one busy stream cannot make a tick long
-MAX_PACE_DELAY_S = 0.03  # frame pacing never holds a frame more than this past its audio time + look-ahead
-COALESCE_S = 0.008  # with several streams an engine tick starts at most this often (bigger batches)
+MAX_PACE_DELAY_S = 0.02  # frame pacing never holds a frame more than this past its audio time + look-ahead
+COALESCE_S = 0.005  # with several streams an engine tick starts at most this often (bigger batches)
 TICK_BUDGET_S = 0.03  # model time per engine tick: frames of live streams are never held up longer
 MAX_BULK_WINDOWS_PER_TICK = 1  # a stream fed ahead of real time goes one window per tick: live streams come first
 MAX_BAKES = 2
@@ -894,12 +894,12 @@ class Server:
     def _pace_delay(st: StreamState, late: float) -> float:
         """How much later than its audio time + look-ahead a frame of this stream leaves: what its frames
         need anyway (audio arrives in chunks, then the model runs), measured over its last 50 frames (the
-        97th percentile, at most MAX_PACE_DELAY_S). A constant delay keeps frames evenly spaced; a frame
-        later than that leaves at once."""
+        90th percentile, at most MAX_PACE_DELAY_S: one 20 ms audio chunk). A steady delay keeps frames evenly
+        spaced; a frame later than that leaves at once."""
         st.lateness.append(late)
         if len(st.lateness) < 5:
             return 0.0
-        return float(min(MAX_PACE_DELAY_S, max(0.0, np.quantile(np.fromiter(st.lateness, float), 0.97))))
+        return float(min(MAX_PACE_DELAY_S, max(0.0, np.quantile(np.fromiter(st.lateness, float), 0.9))))
 
     def _publish_event(self, sid: str, name: str, t: float | None = None, message: str | None = None,
                        after: StreamState | None = None) -> None:
