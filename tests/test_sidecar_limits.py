@@ -253,7 +253,8 @@ def test_routing_id_reuse_cannot_take_streams(sidecar, speech):
     assert not b.poll(500) or _reply(b)[1]["ok"] is False
     a.send_multipart([b"", m.encode({"v": 1, "op": "push_audio", "id": 3, "stream": "owned",
                                      "pcm": m.pack_f32(speech[:320]), "format": "f32"})])
-    assert _reply(a)[1]["ok"], "the first client keeps its stream"
+    r = _reply(a)[1]
+    assert r["ok"], f"the first client keeps its stream: {r}"
     b.close(0)
     a.close(0)
     time.sleep(0.3)  # the disconnect closes the stream; a later client reusing the id finds nothing

@@ -502,6 +502,10 @@ class Server:
                         break
                     self._publish_due()
                 for _ in range(64):  # bounded per turn, and due frames go out between requests
+                    # connection events first: the I/O thread queued them before the request it delivers,
+                    # so a reused descriptor is never taken for the connection that had it before
+                    while self._poll_once(self.monitor, self._on_monitor):
+                        pass
                     if not self._poll_once(self.ctl, self._on_request, copy=False):
                         break
                     self._publish_due()
