@@ -104,6 +104,9 @@ def vectors() -> list[dict]:
     add("event_source_error", "stream", "the audio device failed; the sidecar retries",
         {"v": 1, "type": "event", "stream": "mic", "wall": WALL, "event": "source_error",
          "message": "PortAudio error: device unavailable; retrying in 1 s"}, topic="event/mic")
+    add("event_lagging", "stream", "the A2E fell behind: stale audio of this stream was dropped (load shedding)",
+        {"v": 1, "type": "event", "stream": "npc-7", "wall": WALL, "t": 12.5, "event": "lagging",
+         "message": "dropped 320 ms of stale audio (sidecar overloaded)"}, topic="event/npc-7")
     add("video_rgb8", "stream", "a 2x2 rendered frame, raw RGB",
         {"v": 1, "type": "video", "stream": "mic", "seq": 42, "t": 1.4, "wall": WALL, "width": 2, "height": 2,
          "encoding": "rgb8", "data": Hex(bytes(range(0, 240, 20)))}, topic="video/mic")
@@ -164,6 +167,12 @@ def vectors() -> list[dict]:
          "error": {"code": "unsupported_version", "message": "no common version: client [2], server [1]"}})
 
     # --- bad vectors: must be rejected with the given code ---
+    add("rep_error_quota", "reply", "a client over its queued-audio quota",
+        {"v": 1, "op": "push_audio", "id": 21, "ok": False,
+         "error": {"code": "quota", "message": "this client has 3.00 s of audio queued (limit 3 s)"}})
+    add("rep_error_busy_overloaded", "reply", "a new stream refused while the A2E is behind, with the reason",
+        {"v": 1, "op": "stream_open", "id": 22, "ok": False,
+         "error": {"code": "busy", "message": "new streams are refused: the A2E is at capacity; retry later"}})
     add("bad_not_msgpack", "request", "truncated msgpack (a map header promising 3 entries, then nothing)",
         raw=b"\x83\xa1v", expect="bad_msgpack")
     add("bad_not_a_map", "request", "valid msgpack, but an array", msg=[1, "ping"], expect="bad_msgpack")
@@ -181,6 +190,12 @@ def vectors() -> list[dict]:
         {"v": 1, "op": "push_audio", "stream": "npc-7", "pcm": "AAAA", "format": "s16"}, expect="bad_request")
     add("bad_stream_id", "request", "stream ids match ^[A-Za-z0-9_.-]{1,64}$",
         {"v": 1, "op": "stream_open", "stream": "../etc"}, expect="bad_request")
+    add("bad_stream_id_newline", "request", "a stream id with a trailing newline is not the same id",
+        {"v": 1, "op": "stream_open", "stream": "mic\n"}, expect="bad_request")
+    add("bad_identity_out_of_range", "request", "identity coefficients beyond +-10 (the model would overflow)",
+        {"v": 1, "op": "set_identity", "stream": "npc-7", "alpha": F32([1048576.0, 0.5])}, expect="bad_request")
+    add("bad_hello_too_many_versions", "request", "hello may list at most 16 versions",
+        {"v": 1, "op": "hello", "versions": list(range(1, 18))}, expect="bad_request")
     add("bad_fps", "request", "fps out of range",
         {"v": 1, "op": "set_params", "stream": "mic", "fps": 1000.0}, expect="bad_request")
     add("bad_bool_as_int", "request", "a boolean is not an integer",

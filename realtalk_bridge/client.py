@@ -131,9 +131,16 @@ class Client:
         return self.request("stream_open", stream=stream, fps=fps, sample_rate=sample_rate, lookahead_ms=lookahead_ms)
 
     def push_audio(self, stream: str, samples, fmt: str = "f32") -> dict:
-        """float32 samples (or int16 with fmt='s16') at the stream's sample rate."""
-        pcm = m.pack_f32(samples) if fmt == "f32" else m.pack_s16(samples)
-        return self.request("push_audio", stream=stream, pcm=pcm, format=fmt)
+        """float32 samples (or int16 with fmt='s16') at the stream's sample rate. A long array is sent in
+        pieces the sidecar accepts at any rate (0.5 s at 8 kHz, SPEC section 6); the last reply is returned."""
+        x = np.asarray(samples)
+        step = int(m.MAX_PUSH_SECONDS * m.SAMPLE_RATE_RANGE[0])
+        reply = None
+        for a in range(0, max(1, len(x)), step):
+            part = x[a:a + step]
+            pcm = m.pack_f32(part) if fmt == "f32" else m.pack_s16(part)
+            reply = self.request("push_audio", stream=stream, pcm=pcm, format=fmt)
+        return reply
 
     def stream_close(self, stream: str) -> dict:
         return self.request("stream_close", stream=stream)
@@ -161,6 +168,12 @@ class Client:
             fmt = "s16" if a.dtype == np.int16 else "f32"
             args = {"audio": m.pack_s16(a) if fmt == "s16" else m.pack_f32(a), "format": fmt,
                     "sample_rate": int(sample_rate)}
+        if len(args["audio"]) > m.MAX_BAKE_BYTES:  # over the default limit: ask what this sidecar takes
+            limit = self.hello().get("limits", {}).get("bake_bytes", m.MAX_BAKE_BYTES)
+            if len(args["audio"]) > limit:  # (sent anyway, ZeroMQ would drop the connection unanswered)
+                raise RequestError("bake", "too_large", f"the audio is {len(args['audio'])} bytes, this sidecar "
+                                   f"takes at most {limit} (serve --max-bake-mb); send a compressed file "
+                                   "(flac/ogg) or split it")
         r = self.request("bake", timeout=timeout, fps=float(fps), lookahead_ms=lookahead_ms, **args)
         w = m.unpack_f32(r["w"], "w").reshape(r["n_frames"], len(r["names"]))
         t = r["t0"] + np.arange(r["n_frames"]) / r["fps"]

@@ -19,3 +19,19 @@ def test_bench_e2e_writes_json_and_png(a2e_model, speech, tmp_path, capsys):
     assert r["lookahead_ms"] <= r["latency_ms_p50"] <= r["latency_ms_p95"] < 2000
     assert r["rss_mb"] and r["rss_mb"] > 10
     assert (tmp_path / "e2e.png").stat().st_size > 5000
+
+
+def test_bench_e2e_streams_writes_rounds_and_plot(a2e_model, speech, tmp_path):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, speech[:16000], 16000)
+    out = tmp_path / "streams.json"
+    assert main(["bench", "e2e", "--out", str(out), "--model", str(a2e_model), "--audio", str(clip),
+                 "--fps", "25", "--streams", "1,2", "--stream-seconds", "1.5"]) == 0
+    r = json.loads(out.read_text())
+    assert [x["streams"] for x in r["rounds"]] == [1, 2] and r["plot"] == "streams.png"
+    for x in r["rounds"]:
+        assert x["opened"] == x["streams"] and x["frames_owed"] == 38 * x["streams"]
+        assert x["frames_received"] > 0 and x["latency_ms_p95"] >= x["latency_ms_p50"] > 0
+        assert x["interval_jitter_ms_p95"] is not None
+    assert r["max_streams_realtime"] in (0, 1, 2)
+    assert (tmp_path / "streams.png").stat().st_size > 5000

@@ -1,5 +1,6 @@
 """`python -m realtalk_bridge serve` as a real subprocess: file input at real-time speed, config file,
 `listen`, clean stop on SIGTERM, refusal to bind non-loopback without --allow-remote."""
+import re
 import selectors
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from _sidecar_util import HELLO_WAV, ROOT, a2e_model, free_port, speech  # noqa: F401  (fixtures)
+from _sidecar_util import HELLO_WAV, ROOT, a2e_model, free_port, runtime, speech  # noqa: F401  (fixtures)
 from realtalk_bridge.client import Client, Subscriber
 
 
@@ -150,6 +151,34 @@ def test_config_file_options_and_plugin_options(tmp_path):
     cfg.write_text("lookahead_ms = 'soon'\n")
     with pytest.raises(ValueError, match="lookahead_ms must be float"):
         serve.resolve(parser.parse_args(["--config", str(cfg)]))
+
+
+def test_serve_validates_ranges_endpoints_and_config_values(tmp_path):
+    import argparse
+
+    from realtalk_bridge.sidecar import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("smoothing = 5\n")
+    for argv, words in [(["--smoothing", "2"], "smoothing must be in [0, 1]"),
+                        (["--config", str(cfg)], "smoothing must be in [0, 1]"),
+                        (["--fps", "31"], "fps must be one of"), (["--fps", "abc"], "fps must be one of"),
+                        (["--pub", "tcp://127.0.0.1:5000", "--ctl", "tcp://127.0.0.1:5000"], "must be different"),
+                        (["--pub", "127.0.0.1:5000"], "must look like tcp://HOST:PORT"),
+                        (["--ctl", "tcp://127.0.0.1:99999"], "port must be in"),
+                        (["--idle-timeout", "nan"], "idle_timeout must be in"),
+                        (["--insecure"], "--insecure only makes sense with --allow-remote")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            serve.resolve(parser.parse_args(argv))
+
+
+def test_allow_remote_needs_curve_or_insecure(runtime):
+    from realtalk_bridge.sidecar.server import Server
+
+    with pytest.raises(ValueError, match="--insecure"):
+        Server(runtime, pub="tcp://0.0.0.0:*", ctl="tcp://127.0.0.1:*", allow_remote=True)
 
 
 @pytest.mark.parametrize("flags,words", [

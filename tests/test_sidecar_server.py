@@ -503,3 +503,22 @@ def test_energy_vad_events_and_state_at_a_time(speech):
     start, stop = events[0][1], events[1][1]
     assert 0.5 < start < 0.6 and 1.5 < stop < 1.9
     assert not vad.active_at(0.25) and vad.active_at(1.0) and not vad.active_at(1.95)
+
+
+def test_frames_are_paced_not_burst(server, speech):
+    """Frame pacing (issue 14): pushed at real-time pace, a 60 fps stream's frames leave one by one at
+    about 1/60 s, not 2-3 at a time every 40 ms as the 25 Hz model steps produce them."""
+    x = speech[: 16000 * 2]
+    with Client(server.ctl_endpoint) as c, _subscribe(server, ["paced"]) as sub:
+        c.stream_open("paced", fps=60)
+        t0 = time.time()
+        for a in range(0, len(x), CHUNK):
+            time.sleep(max(0.0, t0 + (a + CHUNK) / 16000 - time.time()))
+            c.push_audio("paced", x[a:a + CHUNK])
+        walls = [f.wall for f in sub.frames(timeout=0.5)]
+        c.stream_close("paced")
+    gaps = np.diff(walls[:100])
+    assert len(gaps) > 60
+    # unpaced, about half the intervals are ~0 (frames of one model step leave together)
+    assert np.mean(gaps < 0.004) < 0.15, np.round(gaps * 1000, 1)
+    assert abs(np.median(gaps) - 1 / 60) < 0.004

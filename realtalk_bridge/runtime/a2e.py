@@ -11,6 +11,8 @@ look-ahead, at any output rate, and there is one model call per 40 ms of audio. 
 at the end of a stream, after the last sample is silence (zeros).
 
 `infer_offline` and `A2EStream` compute the same windows with the same arithmetic, so they agree.
+`step_streams` runs the windows of many A2EStreams in one batched call (the sidecar's engine tick);
+each stream still gets exactly the frames `push` would have given it.
 """
 from __future__ import annotations
 
@@ -248,13 +250,55 @@ class A2EStream:
         self._hist = self.rt.check_history(history)[None, :, :]
 
     def push(self, samples) -> list[Frame]:
+        self.feed(samples)
+        return self._emit(final=False)
+
+    # --- batched stepping (step_streams): feed audio, list the windows, run them together, emit ---------
+
+    def feed(self, samples) -> None:
+        """Append audio without running the model (step_streams runs many streams' windows at once)."""
         if self._ended:
             raise RuntimeError("stream was flushed; call reset() to start a new utterance")
         x = _as_audio(samples)
         if x.size:
             self._buf = np.concatenate([self._buf, x])
             self._n_in += x.size
-        return self._emit(final=False)
+
+    def pending_windows(self, limit: int | None = None, final: bool = False) -> list[tuple[int, np.ndarray]]:
+        """(k, window) for the model steps the audio so far allows and that have not run yet, oldest
+        first, at most `limit`. Run them (any batch) and hand the results to `supply`. final: the audio
+        has ended (windows past its end see silence, as at `flush`)."""
+        n_out = _n_out(self._n_in, self.fps, self.rt.sample_rate)
+        out: list[tuple[int, np.ndarray]] = []
+        if self._next >= n_out:
+            return out
+        W, fs = self.rt.window_samples, self.rt.frame_samples
+        k_first = _needed(self._next, self.fps, self.rt.fps)[0]
+        k_last = _needed(n_out - 1, self.fps, self.rt.fps)[0]
+        for k in range(k_first, k_last + 1):
+            if limit is not None and len(out) >= limit:
+                break
+            if k in self._cache:
+                continue
+            end = k * fs + self.la
+            if end > self._n_in and not final:
+                break
+            a = end - W - self._buf_start
+            win = self._buf[a:a + W]
+            if win.size < W:  # past the end of the audio (only when final)
+                win = np.concatenate([win, np.zeros(W - win.size, np.float32)])
+            out.append((k, win))
+        return out
+
+    def supply(self, k: int, y: np.ndarray) -> None:
+        """The model's (T, E) output for window k (from a batched run)."""
+        self._cache[k] = y
+
+    def emit(self) -> list[Frame]:
+        """The frames whose windows have run (supplied), in order; runs no model step itself."""
+        if self._ended:
+            return []
+        return self._emit(final=False, run=False)
 
     def flush(self) -> list[Frame]:
         """End of audio: emit the remaining frames (silence after the end). Then reset() to reuse."""
@@ -263,10 +307,11 @@ class A2EStream:
         self._ended = True
         return self._emit(final=True)
 
-    def _window(self, k: int, final: bool) -> np.ndarray | None:
-        """The model's T frames for window k (ends la after model frame k), or None if its audio is not here yet."""
+    def _window(self, k: int, final: bool, run: bool = True) -> np.ndarray | None:
+        """The model's T frames for window k (ends la after model frame k), or None if its audio is not here yet
+        (or, with run=False, if it has not been supplied)."""
         y = self._cache.get(k)
-        if y is not None:
+        if y is not None or not run:
             return y
         W, fs = self.rt.window_samples, self.rt.frame_samples
         end = k * fs + self.la
@@ -280,14 +325,14 @@ class A2EStream:
         self._cache[k] = y
         return y
 
-    def _emit(self, final: bool) -> list[Frame]:
+    def _emit(self, final: bool, run: bool = True) -> list[Frame]:
         out: list[Frame] = []
         # only frames whose time lies inside the audio so far (what infer_offline returns for it)
         n_out = _n_out(self._n_in, self.fps, self.rt.sample_rate)
         while self._next < n_out:
             i = self._next
             k, rem = _needed(i, self.fps, self.rt.fps)
-            y = self._window(k, final)
+            y = self._window(k, final, run)
             if y is None:
                 break
             out.append(Frame(i, i / self.fps, self.rt.clamp(_read(y, *_position(self.rt, self.la, rem, self.fps)))))
@@ -304,3 +349,24 @@ class A2EStream:
         if drop > 4 * self.rt.window_samples:  # trim in big steps: fewer copies
             self._buf = self._buf[drop:].copy()
             self._buf_start = keep_from
+
+
+def step_streams(rt: A2ERuntime, streams: list[A2EStream], max_windows=None,
+                 max_batch: int = 64) -> list[list[Frame]]:
+    """One tick for many streams: every stream's pending model windows (at most `max_windows` each, an
+    int or one per stream, so one busy stream cannot make the tick long) run in ONE batched ONNX call
+    (chunks of `max_batch`), each row with its own stream's identity and history. Returns each stream's
+    new frames, exactly what `push` would have returned for the same audio."""
+    limits = max_windows if isinstance(max_windows, (list, tuple)) else [max_windows] * len(streams)
+    rows: list[tuple[int, int, np.ndarray]] = []  # (stream index, k, window)
+    for si, (s, lim) in enumerate(zip(streams, limits)):
+        rows.extend((si, k, win) for k, win in s.pending_windows(lim))
+    for a in range(0, len(rows), max_batch):
+        part = rows[a:a + max_batch]
+        audio = np.stack([win for _, _, win in part])
+        alpha = np.concatenate([streams[si]._alpha for si, _, _ in part])
+        hist = np.concatenate([streams[si]._hist for si, _, _ in part])
+        y = rt.run(audio, alpha, hist)
+        for (si, k, _), yk in zip(part, y):
+            streams[si].supply(k, yk)
+    return [s.emit() for s in streams]

@@ -17,26 +17,51 @@ import numpy as np
 
 PROTOCOL = 1
 VERSIONS = (1,)
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # control messages; ZMQ MAXMSGSIZE sits a little above
-MAX_PUSH_SECONDS = 10.0  # one push_audio chunk
+# Size limits, checked on the raw bytes before any decoding work (SPEC section 6). A request's cost is
+# bounded by its op's limit: control ops are tiny, push_audio carries a few hundred ms, bake has its own.
+MAX_CONTROL_BYTES = 64 * 1024  # every op but push_audio and bake
+MAX_PUSH_SECONDS = 0.5  # one push_audio chunk, at the stream's sample rate
+MAX_PUSH_BYTES = 512 * 1024  # 0.5 s at 192 kHz float32 is 384 KiB
+# a bake upload (serve --max-bake-mb changes it): 17 min of 16 kHz s16, or a 30 min FLAC/OGG file. A frame
+# above it is refused by ZeroMQ (MAXMSGSIZE) from its header: the bytes are never read
+MAX_BAKE_BYTES = 32 * 1024 * 1024
+MAX_MESSAGE_BYTES = MAX_BAKE_BYTES  # the largest message of any op (kept for callers of decode())
+MAX_ENVELOPE_FRAMES = 4  # routing id + delimiter(s) + payload; more is an attack, dropped unanswered
+MAX_ENVELOPE_FRAME_BYTES = 256  # a routing id is at most 255 bytes; delimiters are empty
+# Shape limits: strings, lists and maps inside any message (msgpack rejects them at the header)
+MAX_STR = 1024
+MAX_LIST = 4096  # (status lists every stream)
+MAX_MAP = 1024
+EXCERPT = 120  # characters of a peer's value quoted back in an error text or a log line
+# Value ranges of the floats a client can send (the model overflows to NaN on 3e38 identities)
+IDENTITY_ABS_MAX = 10.0
+HISTORY_ABS_MAX = 10.0
 FPS_RANGE = (1.0, 120.0)
 SAMPLE_RATE_RANGE = (8000, 192000)
-STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STREAM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch: no trailing newline sneaks in
 
 ERROR_CODES = (
     "bad_msgpack", "bad_request", "unknown_op", "unsupported_version", "too_large",
-    "unknown_stream", "busy", "not_supported", "internal",
+    "unknown_stream", "busy", "not_supported", "internal", "quota",
 )
 EVENTS = (
-    "stream_open", "stream_close", "speech_start", "speech_stop", "source_error", "source_recovered",
+    "stream_open", "stream_close", "speech_start", "speech_stop", "source_error", "source_recovered", "lagging",
 )
 STREAM_TYPES = ("coeffs", "status", "event", "video")
 
 
+def excerpt(x, n: int = EXCERPT) -> str:
+    """A peer's value as short text: never echo more than n characters of what a client sent."""
+    s = x if isinstance(x, str) else repr(x)
+    return s if len(s) <= n else f"{s[:n]}... ({len(s)} characters)"
+
+
 class ProtocolError(ValueError):
-    """A message broke the protocol; `code` is one of ERROR_CODES."""
+    """A message broke the protocol; `code` is one of ERROR_CODES. The text is cut to a few hundred
+    characters, so no error reply or log line can carry a client's megabytes back."""
 
     def __init__(self, code: str, message: str):
+        message = excerpt(message, 4 * EXCERPT)
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -49,22 +74,51 @@ def encode(msg: dict) -> bytes:
     return msgpack.packb(msg, use_bin_type=True)
 
 
-def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict:
-    """msgpack bytes -> a map with string keys, or ProtocolError (too_large / bad_msgpack)."""
+def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES, max_str: int = MAX_STR, max_list: int = MAX_LIST,
+           max_map: int = MAX_MAP) -> dict:
+    """msgpack bytes -> a map with string keys, or ProtocolError (too_large / bad_msgpack).
+
+    Strings, lists and maps longer than the limits are refused by msgpack at their header, before
+    anything is built, so a 20 M-entry list or a 60 MiB string costs nothing to refuse."""
     if len(data) > max_bytes:
         raise ProtocolError("too_large", f"message is {len(data)} bytes, the limit is {max_bytes}")
     try:
-        # strict_map_key: only str/bytes keys
-        # (unpackb bounds every container by len(data), so a tiny message cannot claim a huge one)
-        msg = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        # strict_map_key: only str/bytes keys; no ext types at all
+        msg = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, max_str_len=max_str,
+                              max_bin_len=max_bytes, max_array_len=max_list, max_map_len=max_map, max_ext_len=0)
+    except ValueError as exc:
+        if "exceeds max" in str(exc):  # a string/list/map over the shape limits
+            raise ProtocolError("too_large", f"a string, list or map is over its limit ({excerpt(str(exc))}); "
+                                f"limits: strings {max_str} bytes, lists {max_list}, maps {max_map}") from None
+        raise ProtocolError("bad_msgpack", f"not valid msgpack: {type(exc).__name__}: {excerpt(str(exc))}") from None
     except Exception as exc:  # msgpack raises many types for bad input; all mean the same to a peer
-        raise ProtocolError("bad_msgpack", f"not valid msgpack: {type(exc).__name__}: {exc}") from None
+        raise ProtocolError("bad_msgpack", f"not valid msgpack: {type(exc).__name__}: {excerpt(str(exc))}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_msgpack", f"payload must be a map, got {type(msg).__name__}")
     for key in msg:
         if not isinstance(key, str):
             raise ProtocolError("bad_msgpack", f"map keys must be strings, got {type(key).__name__}")
     return msg
+
+
+def peek(data) -> dict:
+    """`v`, `op` and `id` of a large request without decoding it: only its first 4 KiB are read (clients
+    send v, op, id first). Used to answer a refused or undecodable large request with its id."""
+    out: dict = {}
+    try:
+        u = msgpack.Unpacker(raw=False, max_bin_len=256, max_str_len=256, max_array_len=16, max_map_len=64,
+                             max_ext_len=0, max_buffer_size=8192)
+        u.feed(bytes(memoryview(data).cast("B")[:4096]))
+        for _ in range(min(u.read_map_header(), 8)):
+            key = u.unpack()
+            value = u.unpack()
+            if key in ("v", "op", "id"):
+                out[key] = value
+            if len(out) == 3:
+                break
+    except Exception:  # out of data, a big value, not a map: what was found so far
+        pass
+    return {k: v for k, v in out.items() if (k != "op" or isinstance(v, str)) and not (k == "id" and _id(v))}
 
 
 # --- packed arrays -----------------------------------------------------------------------------
@@ -146,12 +200,29 @@ def _f32bin(x):
     return None
 
 
+def _f32range(limit: float):
+    """bin of finite float32 within +-limit (identity, history: huge finite values overflow the model)."""
+    def check(x):
+        err = _f32bin(x)
+        if err:
+            return err
+        a = np.frombuffer(bytes(x), dtype="<f4")
+        if a.size and float(np.abs(a).max()) > limit:
+            return f"holds values beyond +-{limit:g}"
+        return None
+    return check
+
+
+def _short_str(x):
+    return None if isinstance(x, str) and len(x) <= 256 else "must be a string of at most 256 characters"
+
+
 def _map(x):
     return None if isinstance(x, dict) and all(isinstance(k, str) for k in x) else "must be a map with string keys"
 
 
 def _stream_id(x):
-    if not isinstance(x, str) or not STREAM_ID.match(x):
+    if not isinstance(x, str) or not STREAM_ID.fullmatch(x):
         return "must match ^[A-Za-z0-9_.-]{1,64}$"
     return None
 
@@ -188,8 +259,8 @@ def _bake_format(x):
 
 
 def _versions(x):
-    if not isinstance(x, list) or not x or not all(_is_int(v) for v in x):
-        return "must be a non-empty list of integers"
+    if not isinstance(x, list) or not x or len(x) > 16 or not all(_is_int(v) for v in x):
+        return "must be a non-empty list of at most 16 integers"
     return None
 
 
@@ -251,14 +322,15 @@ def _dims(x):
 
 # op -> {field: (check, required)}
 REQUESTS: dict[str, dict[str, tuple]] = {
-    "hello": {"client": (_str, False), "versions": (_versions, True)},
+    "hello": {"client": (_short_str, False), "versions": (_versions, True)},
     "ping": {},
     "status": {},
     "stream_open": {"stream": (_stream_id, False), "fps": (_fps, False), "sample_rate": (_sample_rate, False),
                     "lookahead_ms": (_lookahead, False)},
     "push_audio": {"stream": (_stream_id, True), "pcm": (_bin, True), "format": (_pcm_format, True)},
     "stream_close": {"stream": (_stream_id, True)},
-    "set_identity": {"stream": (_stream_id, True), "alpha": (_f32bin, False), "history": (_f32bin, False)},
+    "set_identity": {"stream": (_stream_id, True), "alpha": (_f32range(IDENTITY_ABS_MAX), False),
+                     "history": (_f32range(HISTORY_ABS_MAX), False)},
     "set_params": {"stream": (_stream_id, True), "fps": (_fps, False), "lookahead_ms": (_lookahead, False),
                    "smoothing": (_unit, False), "gains": (_gains, False), "audio_offset_ms": (_audio_offset, False)},
     "set_emotion": {"stream": (_stream_id, True), "emotion": (_emotion, True), "strength": (_unit, False)},
@@ -328,7 +400,7 @@ def validate_request(msg: dict) -> dict:
     if not isinstance(op, str):
         raise ProtocolError("bad_request", "missing 'op' (string)")
     if op not in REQUESTS:
-        raise ProtocolError("unknown_op", f"unknown op {op!r}; known: {', '.join(OPS)}")
+        raise ProtocolError("unknown_op", f"unknown op {excerpt(op, 64)}; known: {', '.join(OPS)}")
     _check_fields(msg, REQUESTS[op], op)
     if op == "hello" and not set(msg["versions"]) & set(VERSIONS):
         raise ProtocolError("unsupported_version", f"no common version: client {msg['versions']}, server {list(VERSIONS)}")

@@ -6,6 +6,7 @@ Stops cleanly on Ctrl-C or SIGTERM: open streams are flushed and closed, sinks c
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -22,7 +23,15 @@ DEFAULTS = {
     "pub": DEFAULT_PUB, "ctl": DEFAULT_CTL, "model": None, "fps": 30, "lookahead_ms": 80.0,
     "input": None, "loop": False, "no_mic": False, "device": None, "idle_timeout": 10.0,
     "allow_remote": False, "curve_secret_key": None, "smoothing": 0.0, "gains": {}, "log_level": "info",
-    "nonverbal": False,
+    "nonverbal": False, "insecure": False, "curve_clients": None, "max_bake_mb": 32.0, "max_bake_minutes": 30.0,
+    "max_streams": 64, "max_streams_per_client": 16, "max_lag_ms": 300.0, "pacing": True,
+}
+
+# numeric options of serve itself -> (low, high): checked at start, whether from the command line or the config
+RANGES = {
+    "lookahead_ms": (0.0, 600.0), "idle_timeout": (0.1, 86400.0), "smoothing": (0.0, 1.0),
+    "max_bake_mb": (0.001, 1024.0), "max_bake_minutes": (0.01, 24 * 60.0), "max_streams": (1, 1024),
+    "max_streams_per_client": (1, 1024), "max_lag_ms": (0.0, 10000.0),
 }
 
 
@@ -37,17 +46,30 @@ def add_arguments(p) -> None:
     p.add_argument("--ctl", default=None, help=f"control (ROUTER) endpoint, default {DEFAULT_CTL}")
     p.add_argument("--config", default=None, help="TOML file with any of these options (command line wins)")
     p.add_argument("--model", default=None, help="A2E .onnx (default: models/a2e/default.onnx)")
-    p.add_argument("--fps", type=int, default=None, choices=(25, 30, 50, 60), help="output frame rate (default 30)")
-    p.add_argument("--lookahead-ms", type=float, default=None, help="A2E look-ahead in ms (default 80)")
+    # numbers are parsed in _check, so a bad value gets one clear line instead of the whole usage text
+    p.add_argument("--fps", type=_number, default=None, help="output frame rate: 25, 30, 50 or 60 (default 30)")
+    p.add_argument("--lookahead-ms", type=_number, default=None, help="A2E look-ahead in ms, 0..600 (default 80)")
     p.add_argument("--input", default=None, help="play this audio file as stream 'file' at real-time speed")
     p.add_argument("--loop", action="store_const", const=True, default=None, help="loop --input")
     p.add_argument("--no-mic", action="store_const", const=True, default=None, help="do not open the microphone")
     p.add_argument("--device", default=None, help="input device index or name (see `realtalk-bridge devices`)")
-    p.add_argument("--idle-timeout", type=float, default=None, help="close pushed streams idle this long (s, default 10)")
-    p.add_argument("--smoothing", type=float, default=None, help="default one-pole smoothing 0..1 (default 0)")
+    p.add_argument("--idle-timeout", type=_number, default=None, help="close pushed streams idle this long (s, default 10)")
+    p.add_argument("--smoothing", type=_number, default=None, help="default one-pole smoothing 0..1 (default 0)")
     p.add_argument("--allow-remote", action="store_const", const=True, default=None,
-                   help="allow binding non-loopback interfaces")
+                   help="allow binding non-loopback interfaces (needs --curve-secret-key, or --insecure)")
+    p.add_argument("--insecure", action="store_const", const=True, default=None,
+                   help="with --allow-remote: bind other interfaces WITHOUT encryption or authentication")
     p.add_argument("--curve-secret-key", default=None, help="ZeroMQ CURVE server secret key file (.key_secret)")
+    p.add_argument("--curve-clients", default=None, metavar="DIR",
+                   help="only clients whose public key file (*.key) is in DIR may connect (CURVE, ZAP)")
+    p.add_argument("--max-bake-mb", type=_number, default=None, help="largest bake upload in MiB (default 32)")
+    p.add_argument("--max-bake-minutes", type=_number, default=None, help="longest bake audio (default 30)")
+    p.add_argument("--max-streams", type=_number, default=None, help="pushed streams, all clients (default 64)")
+    p.add_argument("--max-streams-per-client", type=_number, default=None, help="pushed streams per client (default 16)")
+    p.add_argument("--max-lag-ms", type=_number, default=None,
+                   help="live audio older than this when the A2E gets to it is dropped (lagging event; default 300)")
+    p.add_argument("--no-pacing", dest="pacing", action="store_const", const=False, default=None,
+                   help="publish frames as soon as computed (bursts) instead of each at its own time")
     p.add_argument("--make-curve-keys", default=None, metavar="DIR",
                    help="write a CURVE key pair (server.key, server.key_secret) into DIR and exit")
     p.add_argument("--nonverbal", action="store_const", const=True, default=None,
@@ -56,6 +78,18 @@ def add_arguments(p) -> None:
     bridges.add_arguments(p)
     nonverbal.add_arguments(p)
     render_sink.add_arguments(p)
+
+
+def _number(text: str):
+    """argparse type: any number; the range check (with one clear line) is in _check."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text  # _check says what is wrong with it
 
 
 def load_config(path) -> dict:
@@ -100,22 +134,82 @@ def _check(opts: dict) -> None:
     """Refuse values that would otherwise only fail later, per stream, or be silently ignored."""
     from realtalk_bridge.runtime.a2e import MAX_LOOKAHEAD_MS, OUTPUT_FPS
 
-    if opts["fps"] not in OUTPUT_FPS:
-        raise ValueError(f"fps must be one of {OUTPUT_FPS}, got {opts['fps']!r}")
-    la = opts["lookahead_ms"]
-    if isinstance(la, bool) or not isinstance(la, (int, float)) or not 0 <= la <= MAX_LOOKAHEAD_MS:
-        raise ValueError(f"lookahead_ms must be in [0, {MAX_LOOKAHEAD_MS:g}], got {la!r}")
+    from realtalk_bridge.sidecar.server import check_endpoint
+
+    fps = opts["fps"]
+    if isinstance(fps, bool) or fps not in OUTPUT_FPS:
+        raise ValueError(f"fps must be one of {', '.join(map(str, OUTPUT_FPS))}, got {fps!r}")
+    opts["fps"] = int(fps)
+    RANGES["lookahead_ms"] = (0.0, MAX_LOOKAHEAD_MS)
+    for key, (lo, hi) in RANGES.items():
+        v = opts[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            raise ValueError(f"{key} must be in [{lo:g}, {hi:g}], got {v!r}")
+    if not isinstance(opts["gains"], dict):
+        raise ValueError(f"gains must be a table name = number, got {opts['gains']!r}")
+    for name, g in opts["gains"].items():
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 10:
+            raise ValueError(f"gains: {name} must be a number in [0, 10], got {g!r}")
+    for key in ("pub", "ctl"):
+        check_endpoint(opts[key])
+    if opts["pub"] == opts["ctl"] and not opts["pub"].endswith((":*", ":0")):  # (any free port)
+        raise ValueError(f"--pub and --ctl must be different endpoints (both are {opts['pub']})")
+    if opts["insecure"] and not opts["allow_remote"]:
+        raise ValueError("--insecure only makes sense with --allow-remote")
+    if opts["curve_clients"] and not opts["curve_secret_key"]:
+        raise ValueError("--curve-clients needs --curve-secret-key")
     if opts.get("emotion") and not opts["nonverbal"]:
         raise ValueError("--emotion needs --nonverbal (the emotion overlay is part of the non-verbal layer)")
 
 
-def make_curve_keys(directory) -> tuple[Path, Path]:
+def make_curve_keys(directory, name: str = "server") -> tuple[Path, Path]:
+    """A CURVE key pair in DIR: NAME.key (public, give it to clients) and NAME.key_secret (mode 0600)."""
+    import os
+
     import zmq.auth
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(d), "server")
+    old = os.umask(0o077)  # the secret file is never world-readable, not even for a moment
+    try:
+        public, secret = zmq.auth.create_certificates(str(d), name)
+    finally:
+        os.umask(old)
+    os.chmod(secret, 0o600)
+    os.chmod(public, 0o644)
     return Path(public), Path(secret)
+
+
+def load_client_keys(directory) -> list[bytes]:
+    """The z85 public keys of every *.key certificate in DIR (the CURVE allow-list)."""
+    import zmq.auth
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise ValueError(f"--curve-clients {directory}: not a folder")
+    keys = []
+    for f in sorted(d.glob("*.key")):
+        try:
+            public, _ = zmq.auth.load_certificate(str(f))
+        except Exception as exc:
+            raise ValueError(f"--curve-clients: {f} is not a ZeroMQ certificate: {exc}") from None
+        keys.append(public)
+    if not keys:
+        raise ValueError(f"--curve-clients {directory}: no *.key public key files (make some with "
+                         "`realtalk-bridge serve --make-curve-keys DIR`)")
+    return keys
+
+
+def portaudio_missing() -> str | None:
+    """Why the microphone cannot work on this machine, or None (sounddevice needs the PortAudio library)."""
+    try:
+        import sounddevice  # noqa: F401
+    except ImportError as exc:
+        return f"the Python package sounddevice is missing ({exc}): pip install sounddevice"
+    except OSError as exc:
+        return (f"the PortAudio library is missing ({exc}): install it (Debian/Ubuntu `apt-get install "
+                "libportaudio2`, macOS `brew install portaudio`), or use --no-mic / --input FILE / pushed audio")
+    return None
 
 
 def _postprocess_factory(opts):
@@ -141,6 +235,9 @@ def run(args) -> int:
         return 2
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+    # the io loop, the engine and the bake workers share the GIL: hand it over every 1 ms (not 5), so a
+    # frame due now never waits behind another thread's Python work
+    sys.setswitchinterval(0.001)
 
     from realtalk_bridge.runtime.a2e import A2ERuntime
     from realtalk_bridge.sidecar.server import Server
@@ -164,11 +261,18 @@ def run(args) -> int:
     if renderer is not None:
         sinks.append(renderer)
     try:
+        clients = load_client_keys(opts["curve_clients"]) if opts["curve_clients"] else None
         server = Server(rt, pub=opts["pub"], ctl=opts["ctl"], fps=opts["fps"], lookahead_ms=opts["lookahead_ms"],
                         idle_timeout=opts["idle_timeout"], sinks=sinks, postprocess=post,
                         allow_remote=opts["allow_remote"], curve_secret_key=opts["curve_secret_key"],
-                        smoothing=opts["smoothing"], gains=opts["gains"])
+                        smoothing=opts["smoothing"], gains=opts["gains"], curve_clients=clients,
+                        insecure=opts["insecure"], max_bake_bytes=int(opts["max_bake_mb"] * 1024 * 1024),
+                        max_bake_s=60.0 * opts["max_bake_minutes"], max_streams=int(opts["max_streams"]),
+                        max_streams_per_client=int(opts["max_streams_per_client"]),
+                        max_lag_s=opts["max_lag_ms"] / 1000.0, pacing=opts["pacing"])
     except (ValueError, OSError) as exc:
+        for s in sinks:
+            s.close()
         print(f"serve: {exc}", file=sys.stderr)
         return 1
     if renderer is not None:
@@ -179,6 +283,9 @@ def run(args) -> int:
         if opts["input"]:
             sources.append(FileSource(server, opts["input"], loop=opts["loop"]))
         if not opts["no_mic"]:
+            missing = portaudio_missing()
+            if missing:  # said once, clearly; the source still retries in case it gets installed
+                log.warning("microphone: %s", missing)
             device = opts["device"]
             if isinstance(device, str) and device.isdigit():
                 device = int(device)
