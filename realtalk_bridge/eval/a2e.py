@@ -9,9 +9,10 @@ reference phone labels (no aligner in the loop).
 Metrics: Pearson r per mouth channel over all held-out frames, their mean (`mean_r`), and the lag of
 the best cross-correlation (frames; > 0 means the prediction is late). Baselines on the same clips:
 (a) jawOpen from smoothed RMS energy, (b) the uLipSync MFCC vowel classifier (PyPI pylipsync) mapped to
-ARKit with the teacher's own vowel shapes. With --videos, also r between predicted jawOpen and the
-jawOpen MediaPipe's FaceLandmarker reads off real talking-face videos (measured, never trained on).
-Writes report.json and report.png.
+ARKit with the teacher's own vowel shapes. With --videos (default: ../shared/data/real-speech-video-*.mp4),
+also the real-video set: predicted mouth channels vs what MediaPipe's FaceLandmarker reads off real
+talking faces at the videos' own frame times (measured, never trained on; `eval_videos`).
+Writes report.json, report.png and (with videos) report_videos.png; docs/corpus.md has the details.
 """
 from __future__ import annotations
 
