@@ -233,3 +233,14 @@ def test_folds_hold_out_whole_videos():
     assert [0] in f and [1] in f and [2] in f and len(f) == 6
     assert sorted(i for fold in f for i in fold) == list(range(12))
     assert C.pick_evenly(list(range(10)), 3) == [0, 4, 9] and C.pick_evenly([1, 2], 5) == [1, 2]
+
+
+def test_calibrate_command_input_errors(tmp_path, capsys):
+    from realtalk_bridge.cli import main
+
+    rc = main(["corpus", "calibrate-teacher", "--videos", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "c.json")])
+    assert rc == 1 and "none.mp4" in capsys.readouterr().err
+    rc = main(["corpus", "calibrate-teacher", "--videos", str(tmp_path), "--out", str(tmp_path / "c.json"),
+               "--lambda", "-1"])
+    assert rc == 2
+    assert not (tmp_path / "c.json").exists()

@@ -271,7 +271,9 @@ def score(samples: list[Sample], cal: Calibration) -> dict:
 def leave_one_out(samples: list[Sample], lam: float) -> list[dict]:
     """For each fold (folds()): fit on the other samples, score the fold before (hand-set) and after."""
     rows = []
-    for idx in folds(samples):
+    all_folds = folds(samples)
+    for k, idx in enumerate(all_folds):
+        print(f"calibrate-teacher: held-out fold {k + 1}/{len(all_folds)}", file=sys.stderr, flush=True)
         held = [samples[i] for i in idx]
         rest = [s for i, s in enumerate(samples) if i not in idx]
         cal, _ = fit(rest, lam)
@@ -285,7 +287,12 @@ def calibrate(samples: list[Sample], lam: float = DEFAULT_LAMBDA, lovo: bool = T
     """The whole report: held-out before/after, the fit on every sample, and the fitted params."""
     if not samples:
         raise ValueError("no usable videos to calibrate on")
+    import time
+
+    t0 = time.perf_counter()
     cal, info = fit(samples, lam)
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"calibrate-teacher: fit on all {len(samples)} videos in {info['seconds']} s", file=sys.stderr, flush=True)
     groups = sorted({s.group for s in samples})
     rep: dict = {"version": 1, "params": cal.to_dict(), "hand_set": HAND_SET.to_dict(), "lambda": lam,
                  "prior_sigma": PRIOR_SIGMA, "scored": SCORED,
