@@ -98,6 +98,14 @@ def test_frame_times_repair_broken_stamps_and_resample():
     assert y[:, 1] == pytest.approx(2 * y[:, 0])
 
 
+def test_audio_start_offset_is_undone():
+    x = np.arange(1, 1601, dtype=np.float32)
+    late = ev.align_audio_start(x, 0.01)  # audio starts 10 ms after the first frame: 160 samples of silence first
+    assert len(late) == 1760 and np.all(late[:160] == 0) and late[160] == 1
+    early = ev.align_audio_start(x, -0.01)
+    assert early[0] == 161 and len(early) == 1440
+
+
 def test_lip_gap_is_scale_free():
     lm = np.zeros((2, 478, 2))
     lm[:, ev.FACE_TOP], lm[:, ev.FACE_CHIN] = (0, 0), (0, 100)

@@ -345,8 +345,40 @@ def track_video(path: Path, cache_dir: Path | None = None) -> dict:
     return {**res, "cached": False}
 
 
+def stream_starts(path: Path) -> tuple[float, float]:
+    """(video, audio) start times in s from ffprobe; 0 where unknown."""
+    import subprocess
+
+    starts = {"video": 0.0, "audio": 0.0}
+    try:
+        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,start_time", "-of",
+                               "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0.0, 0.0
+    seen = set()
+    for line in proc.stdout.splitlines():
+        kind, _, value = line.partition(",")
+        if kind in starts and kind not in seen:
+            seen.add(kind)
+            try:
+                starts[kind] = float(value)
+            except ValueError:
+                pass
+    return starts["video"], starts["audio"]
+
+
+def align_audio_start(audio: np.ndarray, offset_s: float) -> np.ndarray:
+    """Audio whose first sample plays `offset_s` after the first video frame -> audio with sample 0 at that frame
+    (leading silence for a late audio track, trimmed for an early one)."""
+    n = int(round(abs(offset_s) * SAMPLE_RATE))
+    if offset_s > 0:
+        return np.concatenate([np.zeros(n, np.float32), np.asarray(audio, np.float32)])
+    return np.asarray(audio, np.float32)[n:]
+
+
 def video_audio(path: Path) -> np.ndarray:
-    """The video's audio track as 16 kHz mono float32 (ffmpeg); ValueError when it has none."""
+    """The video's audio track as 16 kHz mono float32 (ffmpeg), sample 0 at the first video frame's time;
+    ValueError when it has none."""
     import subprocess
     import tempfile
 
@@ -358,7 +390,9 @@ def video_audio(path: Path) -> np.ndarray:
                                str(SAMPLE_RATE), str(wav)], capture_output=True, text=True, timeout=120)
         if proc.returncode != 0 or not wav.exists() or wav.stat().st_size <= 44:
             raise ValueError(f"{path}: no audio track could be read ({proc.stderr.strip()[-200:] or 'empty'})")
-        return load_audio(wav)
+        audio = load_audio(wav)
+    v0, a0 = stream_starts(path)
+    return align_audio_start(audio, a0 - v0) if abs(a0 - v0) > 1e-4 else audio
 
 
 def _shift(p: np.ndarray, m: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
