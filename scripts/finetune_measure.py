@@ -62,7 +62,7 @@ def main() -> int:
     ap.add_argument("videos", type=Path, nargs="+")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--keep", type=float, default=0.7, help="share of the video to fine-tune on")
-    ap.add_argument("--train-args", default="", help="extra `train a2e` options, e.g. '--freeze-frontend'")
+    ap.add_argument("--train-args", default="", help="extra `train a2e` options, e.g. --train-args=--freeze-frontend")
     args = ap.parse_args()
     from realtalk_bridge.runtime.a2e import A2ERuntime
 
