@@ -148,6 +148,8 @@ class VideoWriter:
 
 
 def run(args) -> int:
+    # the vision extra's packages first, so a missing one is a one-line hint (cli.OPTIONAL) before any work
+    import cv2  # noqa: F401
     import soundfile as sf
     from tqdm import tqdm
 

@@ -37,12 +37,13 @@ def bench(runtime, iters: int = 30, warmup: int = 3, seed: int = 0) -> np.ndarra
     mask = np.ones((1, 1, s, s), np.float32)
     mask[..., s // 2:, s // 4: 3 * s // 4] = 0
     coeffs = rng.uniform(0, 1, (1, runtime.n_coeffs)).astype(np.float32)
+    guide = (1 - mask) * 0.5 if getattr(runtime, "has_guide", False) else None
     for _ in range(warmup):
-        runtime.run(src, mask, ref, coeffs)
+        runtime.run(src, mask, ref, coeffs, guide)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
-        runtime.run(src, mask, ref, coeffs)
+        runtime.run(src, mask, ref, coeffs, guide)
         times.append((time.perf_counter() - t0) * 1000)
     return np.array(times)
 
