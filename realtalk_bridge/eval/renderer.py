@@ -40,6 +40,9 @@ def add_arguments(p) -> None:
     p.add_argument("--clip", default=None, help="only this clip id")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip (evenly spaced)")
     p.add_argument("--no-reconstruction", action="store_true", help="skip the own-coefficient reconstruction pass")
+    p.add_argument("--drive", default=None,
+                   help="take the driving coefficients from this other dataset's first clip (e.g. a real speaker "
+                        "who opens the mouth more); m_lmd is then not computed (other face)")
     p.add_argument("--out", required=True, help="JSON results (plot PNG, contact sheet PNG and mp4 beside it)")
 
 
@@ -112,8 +115,23 @@ def _load_clips(root: Path, manifest: dict, frames, clip, max_frames):
             yield cid, meta, reference, ref_f, picked
 
 
+def driving_track(path) -> np.ndarray:
+    """(n, 52) ARKit weights of the first clip of another dataset (its face frames only)."""
+    from realtalk_bridge.video.prepare import load_manifest
+
+    root = Path(path)
+    clips = [c for c in load_manifest(root)["clips"] if c.get("shards")]
+    if not clips:
+        raise ValueError(f"--drive {path}: no clip with face frames")
+    with np.load(root / "clips" / f"{clips[0]['id']}.npz", allow_pickle=False) as z:
+        expr, valid = np.asarray(z["expr"], np.float32), np.asarray(z["valid"], bool)
+    if expr.ndim != 2 or expr.shape[1] != 52 or valid.shape != (len(expr),) or not valid.any():
+        raise ValueError(f"--drive {path}: clip arrays do not look like a prepared clip")
+    return expr[valid]
+
+
 def evaluate(data, runtime, frames=(0.8, 1.0), clip=None, max_frames=None, geometry=None, progress=False,
-             reconstruction=True):
+             reconstruction=True, drive=None):
     """-> (result dict, pictures: {"pairs": [...], "sheet": [(driving jawOpen, source, output)], "video": [...]})."""
     import cv2
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -147,6 +165,8 @@ def evaluate(data, runtime, frames=(0.8, 1.0), clip=None, max_frames=None, geome
                 g, driver_img = picked[(i + len(picked) // 2) % len(picked)]  # the frame whose coefficients drive
                 P = meta["camera"][f] * s
                 e_src, e_drv = meta["expr"][f], meta["expr"][g]
+                if drive is not None:  # another person's track: no driving image to compare landmarks with
+                    g, driver_img, e_drv = -1 - (i % len(drive)), None, drive[i % len(drive)]
                 m_src, m_drv = geometry.mask(alpha, e_src, P, size), geometry.mask(alpha, e_drv, P, size)
                 g_src, g_drv = geometry.guide(alpha, e_src, P, size), geometry.guide(alpha, e_drv, P, size)
                 mask = np.minimum(m_src, m_drv)  # as FaceDriver.mask at inference
@@ -160,7 +180,7 @@ def evaluate(data, runtime, frames=(0.8, 1.0), clip=None, max_frames=None, geome
                     row["ssim"] = float(ssim_map.mean(axis=2)[keep].mean())
                 lf = landmarks_of(tracker, up(fake))
                 if g not in real_lm:
-                    real_lm[g] = landmarks_of(tracker, up(resize(driver_img)))
+                    real_lm[g] = None if driver_img is None else landmarks_of(tracker, up(resize(driver_img)))
                 if lf is not None:
                     row["gap"] = lip_gap(lf)
                     if real_lm[g] is not None:
@@ -188,6 +208,7 @@ def evaluate(data, runtime, frames=(0.8, 1.0), clip=None, max_frames=None, geome
     tracked = [r for r in rows if "gap" in r]
     result = {
         "frames": len(rows), "range": list(frames), "model_size": size, "guide": bool(guided),
+        "drive_jaw_range": [float(min(r["drive_jaw"] for r in rows)), float(max(r["drive_jaw"] for r in rows))],
         "drive_open_r": _pearson([r["drive_jaw"] for r in tracked], [r["gap"] for r in tracked]),
         "source_open_r": _pearson([r["source_jaw"] for r in tracked], [r["gap"] for r in tracked]),
         "drive_open_r_target": 0.7,
@@ -297,12 +318,15 @@ def run(args) -> int:
     try:
         frames = parse_range(args.frames)
         runtime = load_runtime(args.renderer) if args.renderer else CopyReference()
+        drive = driving_track(args.drive) if args.drive else None
         result, pics = evaluate(args.data, runtime, frames, args.clip, args.max_frames, progress=True,
-                                reconstruction=not args.no_reconstruction)
+                                reconstruction=not args.no_reconstruction, drive=drive)
     except (ValueError, RuntimeError) as exc:
         print(f"eval renderer: {exc}", file=sys.stderr)
         return 2
     result["renderer"] = args.renderer or "baseline: copy the reference into the mask"
+    if args.drive:
+        result["drive_source"] = args.drive
     result = write_outputs(result, pics, Path(args.out))
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_frame", "definitions")}, indent=1))
     return 0
