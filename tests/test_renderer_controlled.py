@@ -79,3 +79,34 @@ def test_eval_swaps_coefficients_and_writes_json_sheet_and_mp4(controlled, tmp_p
     t = json.loads(out.read_text())
     assert t["guide"] is True and t["model_size"] == 64 and t["frames"] == 6
     assert t["reconstruction"]["ssim"] is not None and 0 < t["ssim"] <= 1
+
+
+def test_shipped_controlled_model_opens_the_mouth_when_told():
+    """The shipped demo renderer (models/renderer): driven on its subject's still, jawOpen 0.7 gives a clearly
+    wider inner-lip gap (MediaPipe on the output) than jawOpen 0."""
+    import cv2
+
+    from realtalk_bridge.assets import model_path
+    from realtalk_bridge.face.arkit import ARKIT_INDEX
+    from realtalk_bridge.runtime.renderer import RendererRuntime
+    from realtalk_bridge.video.driver import FaceDriver
+    from realtalk_bridge.video.track import FaceTracker
+
+    rt = RendererRuntime(model_path("renderer", "controlled_lite128.onnx"), threads=1)
+    assert rt.has_guide and rt.size == 128
+    still = cv2.cvtColor(cv2.imread(str(model_path("renderer", "controlled_subject.png"))), cv2.COLOR_BGR2RGB)
+    driver = FaceDriver(rt)
+    try:
+        src = driver.track(still)
+        assert src is not None
+        gaps = []
+        with FaceTracker(video=False) as tracker:
+            for jaw in (0.0, 0.7):
+                e = src.expr.copy()
+                e[ARKIT_INDEX["jawOpen"]] = jaw
+                tr = tracker(driver.render(src, e))
+                assert tr is not None
+                gaps.append(float(np.linalg.norm(tr.landmarks[13] - tr.landmarks[14])))
+    finally:
+        driver.close()
+    assert gaps[1] > gaps[0] + 8, gaps  # pixels of the 256 px still (measured: 10.9 -> 26.1)

@@ -319,3 +319,13 @@ def test_render_without_the_vision_extra_is_a_one_line_hint(media, tmp_path, blo
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == 1, r.stderr
     assert lines[0].startswith(f"realtalk-bridge render: needs {package}") and "[vision]" in lines[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_fit_length_repeats_or_cuts_the_speech():
+    from realtalk_bridge.render import fit_length
+
+    x = np.arange(1, 16001, dtype=np.float32)  # 1 s
+    y = fit_length(x, 2.5, pause=0.5)
+    assert len(y) == 40000 and np.array_equal(y[:16000], x) and not y[16000:24000].any()
+    assert np.array_equal(y[24000:40000], x)
+    assert np.array_equal(fit_length(x, 0.25), x[:4000])
