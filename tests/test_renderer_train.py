@@ -28,6 +28,9 @@ def test_dataset_batches(synth):
     assert b["mask"].shape == (3, 64, 64) and 0.05 < (b["mask"] == 0).mean() < 0.6
     assert b["coeffs"].shape == (3, data.n_id + 52 + 6)
     assert (b["teeth"] <= 1 - b["mask"]).all()  # the teeth region lies inside the painted region
+    # the lip guide: lips (0.5) and mouth opening (1) of the frame's own expression, inside the painted region
+    assert b["guide"].shape == (3, 64, 64) and b["guide"].max() > 0.9
+    assert (b["guide"][b["mask"] == 1] < 0.05).mean() > 0.99
     held = RendererDataset(synth, 64, frames=(0.0, 0.5))
     assert len(held) == 12
     with pytest.raises(ValueError, match="no face frames"):
@@ -130,3 +133,42 @@ def test_train_cli_image_size_override(synth, tmp_path, capsys):
     assert load_renderer(tmp_path / "a" / "renderer.safetensors")[0].dims.image_size == 32
     assert main(base + ["--out", str(tmp_path / "b"), "--image-size", "40"]) == 2
     assert "multiple of 16" in capsys.readouterr().err
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_goes_on(synth, tmp_path):
+    """SIGINT to a real `train renderer` process: it finishes the step, checkpoints, exits 130; --resume continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from realtalk_bridge.nets.renderer import load_renderer
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "realtalk_bridge", "train", "renderer", "--data", str(synth), "--config", "tiny",
+            "--out", str(out), "--batch", "2", "--threads", "1", "--quiet"]
+    proc = subprocess.Popen(base + ["--steps", "100000", "--save-every", "100000", "--sample-every", "100000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped by Ctrl-C" in err and "Traceback" not in err
+    steps = len(metrics.read_text().splitlines())
+    assert int(load_renderer(out / "renderer.safetensors")[1]["step"]) == steps >= 3
+    assert (out / "train_state.safetensors").is_file() and (out / "loss.png").is_file()
+    assert list((out / "samples").glob("*.png"))
+    r = subprocess.run(base + ["--steps", str(steps + 2), "--resume"], env=env, capture_output=True, text=True,
+                       timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed at step {steps}" in r.stderr
+    assert int(load_renderer(out / "renderer.safetensors")[1]["step"]) == steps + 2
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()][-3:] == [steps, steps + 1, steps + 2]

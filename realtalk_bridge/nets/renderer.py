@@ -5,6 +5,8 @@ Inputs are 256x256 crops in [-1, 1]:
   mask      (B, 1, H, W)  1 = keep the source pixel, 0 = the network paints it (eq. 8)
   reference (B, 3, H, W)  one unmasked frame of the same person (the identity reference)
   coeffs    (B, C)        [identity alpha, expression beta (ARKit-52), pose rho (6)]
+  guide     (B, 1, H, W)  (dims.guide only) the face model's lips (0.5) and mouth opening (1) for the expression
+                          to render, projected with the frame's camera: a spatial form of beta, fed with the source
 Output: (B, 3, H, W) = mask * source + (1 - mask) * decoder output (eq. 8).
 
 Training only: runtime inference goes through the ONNX export (runtime/export_renderer.py).
@@ -32,6 +34,7 @@ class RendererDims:
     mlp_hidden: int = 256  # the FIA's 3-layer coefficient MLP
     attn_scales: tuple[int, ...] = (8, 16)  # cross-attention at 1/8 and 1/16 (paper, section 3.2)
     heads: int = 4
+    guide: bool = False  # a 5th encoder input channel: the projected lip guide (checkpoints before it: False)
 
     @property
     def n_coeffs(self) -> int:
@@ -50,9 +53,9 @@ class RendererDims:
 
 # `paper` lands within 10% of Table 7's 69.24 M parameters (generator only); `lite` runs on CPUs.
 CONFIGS: dict[str, RendererDims] = {
-    "paper": RendererDims(channels=(96, 192, 384, 768), stem=32, blocks=2, mlp_hidden=512, heads=8),
-    "lite": RendererDims(channels=(24, 48, 96, 160), stem=16, blocks=2, mlp_hidden=128, heads=4),
-    "tiny": RendererDims(image_size=64, channels=(8, 16, 24, 32), stem=8, blocks=1, mlp_hidden=32, heads=2),
+    "paper": RendererDims(channels=(96, 192, 384, 768), stem=32, blocks=2, mlp_hidden=512, heads=8, guide=True),
+    "lite": RendererDims(channels=(24, 48, 96, 160), stem=16, blocks=2, mlp_hidden=128, heads=4, guide=True),
+    "tiny": RendererDims(image_size=64, channels=(8, 16, 24, 32), stem=8, blocks=1, mlp_hidden=32, heads=2, guide=True),
 }
 
 
@@ -151,8 +154,9 @@ class Renderer(nn.Module):
         self.dims = dims
         ch = dims.channels
         d = len(ch)
-        # source carries its mask as a 4th channel; the reference gets an all-ones mask (same shared encoder)
-        self.stem = nn.Conv2d(4, dims.stem, 3, 1, 1)
+        # source carries its mask as a 4th channel (and the lip guide as a 5th); the reference gets an all-ones
+        # mask (and an empty guide): both go through the same shared encoder
+        self.stem = nn.Conv2d(5 if dims.guide else 4, dims.stem, 3, 1, 1)
         stages, c_prev = [], dims.stem
         for c in ch:
             stages.append(nn.Sequential(ResBlock(c_prev, c, stride=2), *[ResBlock(c, c) for _ in range(dims.blocks - 1)]))
@@ -180,10 +184,16 @@ class Renderer(nn.Module):
             feats.append(stage(feats[-1]))
         return feats  # resolutions 1/1, 1/2, ..., 1/2^d
 
-    def forward(self, source, mask, reference, coeffs):
+    def forward(self, source, mask, reference, coeffs, guide=None):
         b = source.shape[0]
-        src = torch.cat([source * mask, mask], dim=1)
-        ref = torch.cat([reference, torch.ones_like(mask)], dim=1)
+        src = [source * mask, mask]
+        ref = [reference, torch.ones_like(mask)]
+        if self.dims.guide:
+            if guide is None:  # no spatial cue: the coefficients alone (an all-zero guide)
+                guide = torch.zeros_like(mask)
+            src.append(guide)
+            ref.append(torch.zeros_like(guide))
+        src, ref = torch.cat(src, dim=1), torch.cat(ref, dim=1)
         feats = self.encode(torch.cat([src, ref], dim=0))  # eq. 6: one batch through the shared encoder
         e = self.mlp(coeffs)
         x = feats[-1][:b]

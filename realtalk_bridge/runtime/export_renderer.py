@@ -21,14 +21,16 @@ def export_model(model, out, opset: int = 17) -> Path:
     dims = model.dims
     s, c = dims.image_size, dims.n_coeffs
     args = (torch.zeros(1, 3, s, s), torch.ones(1, 1, s, s), torch.zeros(1, 3, s, s), torch.zeros(1, c))
+    names = ["source", "mask", "reference", "coeffs"]
+    if dims.guide:  # the lip guide is a 5th input
+        args, names = args + (torch.zeros(1, 1, s, s),), names + ["guide"]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch = {0: "batch"}
     with torch.no_grad():
-        torch.onnx.export(model.eval(), args, str(out), input_names=["source", "mask", "reference", "coeffs"],
+        torch.onnx.export(model.eval(), args, str(out), input_names=names,
                           output_names=["image"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"source": batch, "mask": batch, "reference": batch, "coeffs": batch,
-                                        "image": batch})
+                          dynamic_axes={**{n: batch for n in names}, "image": batch})
     m = onnx.load(str(out))
     entry = m.metadata_props.add()
     entry.key, entry.value = "dims", dims.to_json()
@@ -54,10 +56,11 @@ def parity(model, onnx_path, batch: int = 2, seed: int = 0) -> float:
     mask = torch.ones(batch, 1, d.image_size, d.image_size)
     mask[..., d.image_size // 2:, :] = 0
     coeffs = torch.rand(batch, d.n_coeffs, generator=g)
+    guide = (torch.rand(batch, 1, d.image_size, d.image_size, generator=g) > 0.7).float() if d.guide else None
     with torch.no_grad():
-        want = model.eval()(src, mask, ref, coeffs).numpy()
+        want = model.eval()(src, mask, ref, coeffs, guide).numpy()
     rt = RendererRuntime(onnx_path, providers=["CPUExecutionProvider"])
-    got = rt.run(src.numpy(), mask.numpy(), ref.numpy(), coeffs.numpy())
+    got = rt.run(src.numpy(), mask.numpy(), ref.numpy(), coeffs.numpy(), None if guide is None else guide.numpy())
     return float(np.abs(got - want).max())
 
 

@@ -3,12 +3,13 @@
 Losses (eq. 9-10): L1 + perceptual (VGG19 with user weights, else the documented fallback) + 0.1 * adversarial
 (patch discriminator, non-saturating) + teeth-region L1. Checkpoints are safetensors (`renderer.safetensors`: the
 generator with its dims; `train_state.safetensors`: discriminator and optimiser state for --resume). Sample grids
-(masked source | output | ground truth | reference) are written as PNG; metrics go to `metrics.jsonl` and
-`loss.png`.
+(masked source + lip guide | output | ground truth | reference) are written as PNG; metrics go to `metrics.jsonl`
+and `loss.png`. Ctrl-C (SIGINT) finishes the current step, writes the checkpoint and exits 130; `--resume` goes on.
 """
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,9 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--no-guide", action="store_true",
+                   help="ablation: no lip-guide input (the paper's conditioning: coefficients through AdaIN only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -127,6 +131,7 @@ class RendererDataset:
                           self.geometry.mask(meta["identity"], meta["expr"][f_ref], P, self.size))
         teeth = teeth_mask(sh["landmarks"][i] * s, self.size)
         return {"image": img, "reference": ref, "mask": mask, "teeth": teeth * (1 - mask),
+                "guide": self.geometry.guide(meta["identity"], meta["expr"][f], P, self.size),
                 "coeffs": coeff_vector(meta["identity"], meta["expr"][f], meta["pose"][f])}
 
     def batch(self, n: int) -> dict:
@@ -144,7 +149,7 @@ def to_tensors(batch: dict, device) -> dict:
     t = {}
     for k in ("image", "reference"):
         t[k] = torch.from_numpy(batch[k]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-    for k in ("mask", "teeth"):
+    for k in ("mask", "teeth", "guide"):
         t[k] = torch.from_numpy(batch[k]).to(device)[:, None].float()
     t["coeffs"] = torch.from_numpy(batch["coeffs"]).to(device).float()
     return t
@@ -156,9 +161,9 @@ def to_uint8(x) -> np.ndarray:
 
 
 def sample_grid(t: dict, out) -> np.ndarray:
-    """Rows: masked source | output | ground truth | reference, one column per sample."""
+    """Rows: masked source (with the lip guide drawn in) | output | ground truth | reference, one column per sample."""
     cols = []
-    masked = to_uint8(t["image"] * t["mask"] + (t["mask"] - 1))
+    masked = to_uint8(t["image"] * t["mask"] + (t["mask"] - 1) + (1 - t["mask"]) * t["guide"])
     for parts in zip(masked, to_uint8(out), to_uint8(t["image"]), to_uint8(t["reference"])):
         cols.append(np.concatenate(parts, axis=0))
     return np.concatenate(cols, axis=1)
@@ -206,7 +211,7 @@ class Trainer:
         import torch.nn.functional as F
 
         t = to_tensors(batch, self.device)
-        fake = self.G(t["image"], t["mask"], t["reference"], t["coeffs"])
+        fake = self.G(t["image"], t["mask"], t["reference"], t["coeffs"], t["guide"])
         # discriminator
         d_real = self.D(t["image"])
         d_fake = self.D(fake.detach())
@@ -310,11 +315,12 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         frames = parse_range(args.frames)
-        base = make_dims(args.config, image_size=args.image_size)
+        guide = False if args.no_guide else None
+        base = make_dims(args.config, image_size=args.image_size, guide=guide)
         if base.image_size % 2 ** len(base.channels):
             raise ValueError(f"--image-size must be a multiple of {2 ** len(base.channels)}")
         data = RendererDataset(args.data, base.image_size, frames, seed=args.seed)
-        dims = make_dims(args.config, n_id=data.n_id, image_size=args.image_size)
+        dims = make_dims(args.config, n_id=data.n_id, image_size=args.image_size, guide=guide)
     except (ValueError, RuntimeError) as exc:
         print(f"train renderer: {exc}", file=sys.stderr)
         return 2
@@ -330,20 +336,40 @@ def run(args) -> int:
     metrics = out / "metrics.jsonl"
     from tqdm import tqdm
 
+    # Ctrl-C: finish the step in flight, then checkpoint (a second Ctrl-C aborts at once)
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     t0 = time.time()
-    with open(metrics, "a") as log, tqdm(total=args.steps, initial=trainer.step, desc="train renderer") as bar:
-        while trainer.step < args.steps:
-            m = trainer.train_step(data.batch(args.batch))
-            m["time"] = round(time.time() - t0, 2)
-            log.write(json.dumps(m) + "\n")
-            bar.update(1)
-            bar.set_postfix(loss=f"{m['total']:.3f}", l1=f"{m['l1']:.3f}")
-            if trainer.step % args.sample_every == 0:
-                trainer.write_sample()
-            if trainer.step % args.save_every == 0:
-                trainer.save()
-    trainer.write_sample()
+    try:
+        with open(metrics, "a") as log, tqdm(total=args.steps, initial=trainer.step, desc="train renderer",
+                                             disable=args.quiet) as bar:
+            while trainer.step < args.steps and not stop["asked"]:
+                m = trainer.train_step(data.batch(args.batch))
+                m["time"] = round(time.time() - t0, 2)
+                log.write(json.dumps(m) + "\n")
+                log.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{m['total']:.3f}", l1=f"{m['l1']:.3f}")
+                if trainer.step % args.sample_every == 0:
+                    trainer.write_sample()
+                if trainer.step % args.save_every == 0:
+                    trainer.save()
+                    plot_metrics(metrics, out / "loss.png")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if getattr(trainer, "_last", None) is not None:
+        trainer.write_sample()
     path = trainer.save()
     plot_metrics(metrics, out / "loss.png")
+    if stop["asked"]:
+        print(f"train renderer: stopped by Ctrl-C at step {trainer.step}; checkpoint {path} "
+              f"(continue with --resume)", file=sys.stderr)
+        return 130
     print(f"train renderer: {trainer.step} steps -> {path}")
     return 0

@@ -107,7 +107,8 @@ class FaceDriver:
         """(rendered crop uint8 (S, S, 3), mask (S, S) with 1 = kept source pixels)."""
         expr = np.asarray(expr, np.float32)
         mask = self.mask(src, expr)
-        return self.runtime(src.crop, mask, self.reference, coeff_vector(self.alpha, expr, src.pose)), mask
+        guide = self.geometry.guide(self.alpha, expr, src.camera, self.size) if getattr(self.runtime, "has_guide", False) else None
+        return self.runtime(src.crop, mask, self.reference, coeff_vector(self.alpha, expr, src.pose), guide), mask
 
     def render(self, src: SourceFrame, expr: np.ndarray) -> np.ndarray:
         """Full frame with the lower face re-rendered for `expr` (52 ARKit weights)."""

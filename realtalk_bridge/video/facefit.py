@@ -78,6 +78,10 @@ class FaceGeometry:
             alpha = np.linalg.solve(A.T @ A + lam * np.eye(self.n_id), A.T @ b)
         return alpha.astype(np.float32)
 
+    def guide(self, alpha, expr52, P, size: int) -> np.ndarray:
+        """Lips (0.5) and mouth opening (1) of the face model for this expression, projected with the frame's camera."""
+        return G.lip_guide(G.project_affine(P.astype(np.float64), self.vertices(alpha, expr52)), size)
+
     def mask(self, alpha, expr52, P, size: int, neck: float = 0.12) -> np.ndarray:
         """Eq. 5: project the vertices for this expression with the frame's camera, fill the lower-face contour."""
         xy = G.project_affine(P.astype(np.float64), self.vertices(alpha, expr52))

@@ -161,6 +161,19 @@ def lower_face_mask(xy: np.ndarray, contour: tuple[int, ...] | np.ndarray, size:
     return (1 - inside).astype(np.float32)
 
 
+def lip_guide(xy: np.ndarray, size: int) -> np.ndarray:
+    """The renderer's spatial expression cue: float32 (size, size), 0.5 on the lips and 1 in the mouth opening of the
+    projected face-model vertices `xy` (MediaPipe order) for the expression to be rendered, 0 elsewhere.
+    A global coefficient vector (AdaIN) says *how much* the jaw opens; this says *where* the lips go."""
+    import cv2
+
+    out = np.zeros((size, size), np.float32)
+    for idx, value in ((MP_OUTER_LIP, 0.5), (MP_INNER_LIP, 1.0)):
+        pts = np.round(xy[list(idx)] * 16).astype(np.int32)  # 4 bits of sub-pixel precision
+        cv2.fillPoly(out, [pts], value, lineType=cv2.LINE_AA, shift=4)
+    return out
+
+
 def teeth_mask(landmarks: np.ndarray, size: int, dilate: int = 2) -> np.ndarray:
     """M' of eq. 9: the inner-lip polygon of the tracked landmarks (crop pixels), slightly dilated. float32 1 = teeth."""
     import cv2
