@@ -27,6 +27,7 @@ from realtalk_blender.core.names import ARKIT_NAMES  # noqa: E402
 from realtalk_bridge.face.arkit import ARKIT_NAMES as PROJECT_NAMES  # noqa: E402
 
 VECTORS = ROOT / "protocol" / "vectors"
+from _sidecar_util import a2e_model  # noqa: E402,F401  (fixture: the model a real sidecar serves)
 
 
 # -- names and mapping ---------------------------------------------------------------------------------
@@ -447,6 +448,53 @@ def test_file_pusher_real_time_and_errors(tmp_path):
         c.close()
         proc.terminate()
         proc.wait(5)
+
+
+def test_file_pusher_splits_a_stall_backlog_within_the_sidecars_limits(tmp_path, a2e_model):
+    """Against a real sidecar (in-process Server, loopback sockets): after a 3 s UI stall FilePusher sends the
+    backlog as pushes within `hello.limits` (0.5 s each), one at a time, and the sidecar counts every sample
+    with no `too_large` / `quota` error. A bake file over the sidecar's bake limit is refused before upload."""
+    import numpy as np
+    import soundfile as sf
+    from realtalk_blender.core.client import FilePusher, check_bake_size, push_chunk_samples
+    from realtalk_bridge.runtime.a2e import A2ERuntime
+    from realtalk_bridge.sidecar.server import Server
+
+    sr = 22050
+    wav = tmp_path / "long.wav"
+    sf.write(wav, 0.2 * np.sin(2 * np.pi * 180 * np.arange(int(3.5 * sr)) / sr), sr, subtype="PCM_16")
+    srv = Server(A2ERuntime(a2e_model), pub="tcp://127.0.0.1:*", ctl="tcp://127.0.0.1:*", idle_timeout=30,
+                 max_bake_bytes=1024 * 1024).start()
+    c = Client(srv.pub_endpoint, srv.ctl_endpoint)
+    try:
+        c.open()
+        _poll_until(c, lambda f: c.sub_joined and c.stats.state == "connected", timeout=5)
+        assert c.limits["push_seconds"] == 0.5 and c.limits["bake_bytes"] == 1024 * 1024  # from hello.limits
+        assert push_chunk_samples(c.limits, sr) == sr // 2
+        p = FilePusher(c, str(wav), stream="stall", fps=30)
+        p.pump(now=100.0)  # starts the clock ...
+        sizes, t0 = [], time.monotonic()
+        while (not p.done or p.pending) and time.monotonic() - t0 < 15:
+            before = p.sent
+            p.pump(now=103.5)  # ... and the next tick comes 3.5 s later: the whole file is due at once
+            if p.sent > before:
+                sizes.append(p.sent - before)
+            c.poll()
+            time.sleep(0.002)
+        assert p.done and not p.pending, f"sent {p.sent} of {len(p.pcm) // 2}; errors {p.errors}"
+        assert p.errors == []
+        assert max(sizes) <= sr // 2 and len(sizes) >= 7
+        assert p.received == len(p.pcm) // 2  # every sample arrived: the sidecar's count in the last reply
+        p.close()
+
+        check_bake_size(500_000, c.limits)
+        with pytest.raises(ValueError, match=r"up to 1\.0 MiB \(serve --max-bake-mb\)"):
+            check_bake_size(2 * 1024 * 1024, c.limits)
+        with pytest.raises(ValueError, match="up to 32.0 MiB"):  # an older sidecar without limits: the default
+            check_bake_size(40 * 1024 * 1024, protocol.parse_limits({"limits": {"bake_bytes": "lots"}}))
+    finally:
+        c.close()
+        srv.stop()
 
 
 from hypothesis import given, settings, strategies as st  # noqa: E402

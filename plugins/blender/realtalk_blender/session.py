@@ -13,7 +13,7 @@ import bpy
 
 from . import anim
 from .core import mapping, resample
-from .core.client import Client, FilePusher, RequestError
+from .core.client import Client, FilePusher, RequestError, check_bake_size
 from .core.playout import Playout
 
 TICK_S = 1.0 / 60.0
@@ -435,9 +435,10 @@ class BakeJob:
     PING_S = 1.5  # a sidecar answers a ping in milliseconds; the issue asks for a verdict within 2 s
 
     def __init__(self, session: Session, path: str, add_sound: bool = True, timeout: float = 120.0):
-        size = os.path.getsize(path)
-        if size > 60 * 1024 * 1024:
-            raise ValueError(f"{path}: {size / 2**20:.0f} MiB; the sidecar takes files up to 60 MiB per bake")
+        try:  # before reading or sending anything: an upload over the sidecar's limit is dropped unanswered
+            check_bake_size(os.path.getsize(path), session.client.limits if session.client else {})
+        except ValueError as e:
+            raise ValueError(f"{os.path.basename(path)}: {e}") from None
         with open(path, "rb") as f:
             self.data = f.read()
         self.session, self.client = session, session.client

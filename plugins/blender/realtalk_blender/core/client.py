@@ -119,6 +119,7 @@ class Client:
         self.stats = Stats()
         self.layouts: dict[str, tuple[str, ...]] = {}
         self.sources: dict[str, str] = {}  # stream id -> its source (mic / file / push), from hello and status
+        self.limits: dict[str, float] = dict(protocol.DEFAULT_LIMITS)  # the sidecar's, from its hello reply
         self.replies: dict = {}
         self._ids = itertools.count(1)
         self._ctx = self._sub = self._dealer = None
@@ -238,6 +239,7 @@ class Client:
         except ProtocolError as e:
             self.stats.last_error = str(e)
         self.stats.server = str(reply.get("server", ""))
+        self.limits = protocol.parse_limits(reply)
         self._note_streams(reply)
         self.stats.state = "connected"
         self.stats.last_error = ""
@@ -322,6 +324,26 @@ class Client:
         s.latency_ms = lat if s.frames == 1 else 0.9 * s.latency_ms + 0.1 * lat
 
 
+BAKE_OVERHEAD = 1024  # bytes of a bake request around its audio (the sidecar's limit is on the whole message)
+
+
+def check_bake_size(n_bytes: int, limits: dict) -> None:
+    """Raise ValueError before upload when `n_bytes` of audio would not fit the sidecar's bake limit: sent
+    anyway, ZeroMQ would drop the connection unanswered (SPEC section 6)."""
+    limit = int(limits.get("bake_bytes", protocol.DEFAULT_LIMITS["bake_bytes"]))
+    if n_bytes + BAKE_OVERHEAD > limit:
+        raise ValueError(f"the audio file is {n_bytes / 2**20:.1f} MiB; this sidecar bakes uploads up to "
+                         f"{limit / 2**20:.1f} MiB (serve --max-bake-mb): use a compressed file (FLAC/OGG) "
+                         "or split the audio")
+
+
+def push_chunk_samples(limits: dict, sample_rate: int, bytes_per_sample: int = 2) -> int:
+    """The most samples one `push_audio` may carry: its seconds and bytes limits (SPEC section 6)."""
+    by_time = int(limits.get("push_seconds", protocol.DEFAULT_LIMITS["push_seconds"]) * sample_rate)
+    by_size = (int(limits.get("push_bytes", protocol.DEFAULT_LIMITS["push_bytes"])) - 256) // bytes_per_sample
+    return max(1, min(by_time, by_size))
+
+
 def read_wav_s16(path: str) -> tuple[bytes, int, float]:
     """A PCM WAV -> (mono int16 little-endian bytes, sample rate, duration s). Standard library only;
     other formats go through `bake` as file bytes, which the sidecar decodes."""
@@ -346,6 +368,8 @@ class FilePusher:
     """Streams a WAV file to the sidecar in real time (`stream_open` + `push_audio`): a live preview and
     record source whose audio we have, so a take gets its sound strip."""
 
+    REPLY_WAIT = 5.0  # s; a push unanswered this long (a sidecar restart lost it) no longer holds the next one
+
     def __init__(self, client: Client, path: str, stream: str = "blender", fps: float = 30.0, lead: float = 0.1,
                  timeout: float = 2.0):
         self.client, self.path, self.lead = client, path, lead
@@ -363,6 +387,8 @@ class FilePusher:
         self.t_start = None
         self.errors: list[str] = []
         self.pending: list[int] = []
+        self.received = 0
+        self._in_flight = None  # (request id, time sent) of the push whose reply we wait for
 
     @property
     def done(self) -> bool:
@@ -374,19 +400,33 @@ class FilePusher:
             if not self.client.sub_joined:
                 return  # PUB/SUB slow joiner: wait for the first heartbeat so the take starts at t = 0
             self.t_start = now
+        self._check_replies()
+        if self._in_flight is not None:
+            # one push at a time: the sidecar slows a client that runs ahead by holding its reply back
+            # (queued-audio quota), and answers a second push sent meanwhile with `quota` (SPEC section 6)
+            rid, t_sent = self._in_flight
+            if rid in self.pending and now - t_sent < self.REPLY_WAIT:
+                return
+            if rid in self.pending:
+                self.pending.remove(rid)
+                self.errors.append(f"push_audio: no reply within {self.REPLY_WAIT:g} s")
+            self._in_flight = None
         due = min(len(self.pcm) // 2, int((now - self.t_start + self.lead) * self.sample_rate))
         if due > self.sent:
+            # after a UI stall the backlog can pass what one message may carry: the rest goes next pump
+            due = min(due, self.sent + push_chunk_samples(self.client.limits, self.sample_rate))
             chunk = self.pcm[2 * self.sent: 2 * due]
             rid = self.client.send("push_audio", stream=self.stream, pcm=chunk, format="s16")
             if rid is None:
                 self.errors.append("sidecar unreachable")
                 return
             self.pending.append(rid)
+            self._in_flight = (rid, now)
             self.sent = due
-        self._check_replies()
 
     def _check_replies(self) -> None:
         """Errors of earlier pushes (e.g. `unknown_stream` after a sidecar restart) become readable messages."""
+        self.client._drain_replies()
         keep = []
         for rid in self.pending:
             reply = self.client.replies.pop(rid, None)
@@ -396,6 +436,8 @@ class FilePusher:
             err = protocol.reply_error(reply)
             if err:
                 self.errors.append(f"push_audio: {err[0]}: {err[1]}")
+            elif isinstance(reply.get("samples"), int):
+                self.received = max(self.received, reply["samples"])  # the sidecar's count of samples taken
         self.pending = keep[-64:]
 
     def close(self) -> None:

@@ -15,6 +15,9 @@ import msgpack
 VERSION = 1
 MAX_MESSAGE = 64 * 1024 * 1024  # SPEC section 4: default limit
 STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# SPEC section 6 defaults, for a sidecar whose hello has no `limits` map (an older one)
+DEFAULT_LIMITS = {"push_bytes": 512 * 1024, "push_seconds": 0.5, "bake_bytes": 32 * 1024 * 1024,
+                  "bake_seconds": 30 * 60.0, "queued_audio_seconds": 3.0}
 
 
 class ProtocolError(ValueError):
@@ -174,6 +177,19 @@ def parse_layouts(msg: dict) -> dict[str, tuple[str, ...]]:
     if not isinstance(raw, dict):
         raise ProtocolError("layouts must be a map")
     return {str(k): check_names(v, f"layouts[{k!r}]") for k, v in raw.items()}
+
+
+def parse_limits(msg: dict) -> dict[str, float]:
+    """The hello reply's `limits` (SPEC section 6) over the defaults: only known keys holding positive finite
+    numbers are taken, anything else keeps its default."""
+    limits = dict(DEFAULT_LIMITS)
+    raw = msg.get("limits")
+    if isinstance(raw, dict):
+        for key in DEFAULT_LIMITS:
+            x = raw.get(key)
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0:
+                limits[key] = float(x)
+    return limits
 
 
 def parse_bake(reply: dict) -> BakeResult:

@@ -116,6 +116,52 @@ namespace RealtalkBridge
         }
     }
 
+    /// <summary>The sidecar's per-request limits (SPEC section 6), from its hello reply's `limits` map; the
+    /// defaults are the SPEC's, for a sidecar that sends none.</summary>
+    public sealed class SidecarLimits
+    {
+        public double PushSeconds = 0.5;
+        public long PushBytes = 512 * 1024;
+        public long BakeBytes = 32L * 1024 * 1024;
+        public double BakeSeconds = 30 * 60;
+        /// <summary>Bytes of a request around its audio (msgpack keys, id, format...): the limits apply to the
+        /// whole message.</summary>
+        public const int Overhead = 1024;
+
+        /// <summary>Reads `limits` from a hello reply; keys missing or not positive numbers keep their default.</summary>
+        public static SidecarLimits FromHello(byte[] body, int offset, int count)
+        {
+            var l = new SidecarLimits();
+            var map = Protocol.ReadField(body, offset, count, "limits") as Dictionary<string, object>;
+            if (map == null) return l;
+            double x;
+            if (Positive(map, "push_seconds", out x)) l.PushSeconds = x;
+            if (Positive(map, "push_bytes", out x)) l.PushBytes = (long)x;
+            if (Positive(map, "bake_bytes", out x)) l.BakeBytes = (long)x;
+            if (Positive(map, "bake_seconds", out x)) l.BakeSeconds = x;
+            return l;
+        }
+
+        static bool Positive(Dictionary<string, object> map, string key, out double x)
+        {
+            object v;
+            x = 0;
+            if (!map.TryGetValue(key, out v)) return false;
+            if (v is long) x = (long)v;
+            else if (v is double) x = (double)v;
+            else return false;
+            return x > 0 && !double.IsInfinity(x) && x < 1e15;
+        }
+
+        /// <summary>The most samples one push_audio may carry at `sampleRate` with `bytesPerSample`.</summary>
+        public int MaxPushSamples(int sampleRate, int bytesPerSample)
+        {
+            double byTime = Math.Floor(PushSeconds * sampleRate);
+            double bySize = (PushBytes - Overhead) / bytesPerSample;
+            return (int)Math.Max(1, Math.Min(byTime, bySize));
+        }
+    }
+
     public static class Protocol
     {
         public const int Version = 1;
@@ -559,6 +605,16 @@ namespace RealtalkBridge
             BeginRequest(w, "bake", id, 4);
             w.WriteString("audio"); w.WriteFloat32LE(samples, offset, count);
             w.WriteString("format"); w.WriteString("f32");
+            w.WriteString("sample_rate"); w.WriteInt(sampleRate);
+            w.WriteString("fps"); w.WriteDouble(fps);
+        }
+
+        /// <summary>A bake of 16-bit PCM bytes (half the upload of float).</summary>
+        public static void WriteBakeS16(MsgPackWriter w, long id, byte[] pcm, int sampleRate, double fps)
+        {
+            BeginRequest(w, "bake", id, 4);
+            w.WriteString("audio"); w.WriteBin(pcm, 0, pcm.Length);
+            w.WriteString("format"); w.WriteString("s16");
             w.WriteString("sample_rate"); w.WriteInt(sampleRate);
             w.WriteString("fps"); w.WriteDouble(fps);
         }

@@ -50,7 +50,7 @@ namespace RealtalkBridge.Samples
                         float[] chunk = null;
                         lock (_lock) if (_pending.Count > 0) chunk = _pending.Dequeue();
                         if (chunk == null) { Thread.Sleep(5); continue; }
-                        ctl.PushAudio(id, chunk, 0, chunk.Length);
+                        ctl.PushAudio(id, chunk, 0, chunk.Length);   // after a hitch: split within hello.limits
                     }
                     catch (Exception e)
                     {

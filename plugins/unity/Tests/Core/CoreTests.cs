@@ -368,6 +368,44 @@ namespace RealtalkBridge.Tests
     }
 
     [TestFixture]
+    public class PcmConvertTests
+    {
+        static float[] Sine(double hz, int rate, double seconds)
+        {
+            var x = new float[(int)(rate * seconds)];
+            for (int i = 0; i < x.Length; i++) x[i] = (float)(0.5 * Math.Sin(2 * Math.PI * hz * i / rate));
+            return x;
+        }
+
+        static double Rms(float[] x, int from, int to)
+        {
+            double s = 0;
+            for (int i = from; i < to; i++) s += x[i] * x[i];
+            return Math.Sqrt(s / (to - from));
+        }
+
+        [Test]
+        public void DownsamplingKeepsSpeechBandAndRemovesWhatWouldAlias()
+        {
+            var kept = PcmConvert.Resample(Sine(1000, 48000, 1), 48000, 16000);
+            Assert.AreEqual(16000, kept.Length);
+            Assert.AreEqual(0.5 / Math.Sqrt(2), Rms(kept, 500, 15500), 0.01, "a 1 kHz tone passes");
+            for (int i = 0; i < 32; i++) Assert.AreEqual(0.5 * Math.Sin(2 * Math.PI * 1000 * (1000 + i) / 16000.0), kept[1000 + i], 0.01);
+            var gone = PcmConvert.Resample(Sine(12000, 48000, 1), 48000, 16000);   // above 8 kHz: would fold to 4 kHz
+            Assert.Less(Rms(gone, 500, 15500), 0.01, "a 12 kHz tone is filtered out");
+        }
+
+        [Test]
+        public void S16IsLittleEndianAndClamped()
+        {
+            var b = PcmConvert.ToS16LE(new[] { 0f, 1f, -1f, 2f, float.NaN, 0.5f }, 0, 6);
+            var v = new short[6];
+            for (int i = 0; i < 6; i++) v[i] = (short)(b[2 * i] | (b[2 * i + 1] << 8));
+            CollectionAssert.AreEqual(new short[] { 0, 32767, -32767, 32767, -32767, 16384 }, v);
+        }
+    }
+
+    [TestFixture]
     public class BlendshapeMapTests
     {
         [Test]

@@ -292,6 +292,72 @@ namespace RealtalkBridge.Tests
             _ctlClient.Ping();
         }
 
+        static float[] Tile(float[] x, int n)
+        {
+            var y = new float[n];
+            for (int i = 0; i < n; i++) y[i] = x[i % x.Length];
+            return y;
+        }
+
+        [Test]
+        public void ABacklogOfThreeSecondsIsPushedWithinTheLimitAndEverySampleArrives()
+        {
+            // MicrophoneStreamer after a hitch hands ControlClient.PushAudio seconds of audio at once: it must go
+            // as pushes of at most hello.limits.push_seconds, with no too_large / quota error
+            StartSidecar();
+            WaitReady();
+            Assert.AreEqual(0.5, _ctlClient.Limits.PushSeconds, "push_seconds from hello.limits");
+            int sr;
+            float[] speech = Env.ReadWav(_wav, out sr);
+            foreach (int rate in new[] { sr, 48000 })
+            {
+                string id = "unity-backlog-" + rate;
+                float[] x = Tile(rate == sr ? speech : PcmConvert.Resample(speech, sr, rate), 3 * rate);
+                Assert.AreEqual(id, _ctlClient.StreamOpen(id, 30, rate));
+                // one message with it all is what the sidecar refuses
+                var ex = Assert.Throws<RealtalkRequestException>(delegate
+                {
+                    _ctlClient.Request(delegate (MsgPackWriter w, long rid) { Protocol.WritePushAudio(w, rid, id, x, 0, rate); }, 5000);
+                });
+                Assert.AreEqual("too_large", ex.Code);
+                long received = _ctlClient.PushAudio(id, x, 0, x.Length, 10000);
+                Assert.AreEqual(3L * rate, received, "samples the sidecar counted on " + id);
+                _ctlClient.StreamClose(id, 5000);
+            }
+        }
+
+        [Test]
+        public void BakeUploadsFitTheSidecarsLimitOrAreRefusedBeforeUpload()
+        {
+            // a 1 MiB / 1 min sidecar: float at 48 kHz passes 1 MiB after 2.7 s, 16-bit after 5.5 s
+            StartSidecar(" --max-bake-mb 1 --max-bake-minutes 1");
+            WaitReady();
+            Assert.AreEqual(1L << 20, _ctlClient.Limits.BakeBytes);
+            Assert.AreEqual(60.0, _ctlClient.Limits.BakeSeconds, 1e-9);
+            int sr;
+            float[] speech = Env.ReadWav(_wav, out sr);
+            float[] at16 = Tile(speech, 15 * sr);
+            var reference = _ctlClient.Bake(at16, sr, 30, 60000);
+            // 15 s at 48 kHz: 2.9 MB float, 1.4 MB 16-bit: resampled to 16 kHz (480 KB) before upload
+            float[] at48 = PcmConvert.Resample(at16, sr, 48000);
+            var track = _ctlClient.Bake(at48, 48000, 30, 60000);
+            Assert.AreEqual(reference.FrameCount, track.FrameCount, 1.0);
+            double sum = 0;
+            int n = Math.Min(reference.Weights.Length, track.Weights.Length);
+            for (int i = 0; i < n; i++) sum += Math.Abs(reference.Weights[i] - track.Weights[i]);
+            Assert.Less(sum / n, 0.005, "a bake of the 48 kHz copy differs from the 16 kHz one");
+            // 40 s at 16 kHz is 1.3 MB as 16-bit: refused here, with the reason, and the connection stays usable
+            var sw = Stopwatch.StartNew();
+            var ex = Assert.Throws<RealtalkRequestException>(delegate { _ctlClient.Bake(Tile(speech, 40 * sr), sr, 30, 60000); });
+            Assert.AreEqual("too_large", ex.Code);
+            StringAssert.Contains("--max-bake-mb", ex.Message);
+            // longer than the duration limit: refused before any conversion
+            ex = Assert.Throws<RealtalkRequestException>(delegate { _ctlClient.Bake(new float[61 * 48000], 48000, 30, 60000); });
+            StringAssert.Contains("--max-bake-minutes", ex.Message);
+            Assert.Less(sw.ElapsedMilliseconds, 1000, "the refusals are local");
+            _ctlClient.Ping();
+        }
+
         [Test]
         public void PushedAudioComesBackAsFramesOfThatStream()
         {
