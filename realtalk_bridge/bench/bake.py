@@ -173,14 +173,15 @@ def plot(result: dict, path: Path) -> None:
                     label=f"stride {s}: linear from 1 job")
         # per core: CPU-time based (what an unshared core does), against the target
         per_cpu = [f["x_realtime_per_cpu_second"].get(j, 0.0) for j in labels]
-        ax2.bar(off, per_cpu, w, color=c, label=f"--stride {s}: x real time per CPU second")
+        ax2.bar(off, per_cpu, w, color=c, label=f"--stride {s} (per CPU second)")
         for i, v in enumerate(per_cpu):
             ax2.text(off[i], v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
     ax2.axhline(TARGET_PER_CORE, color="r", ls=":", label=f"target {TARGET_PER_CORE:.0f}x per core")
     for a_ in (ax, ax2):
         a_.set_xticks(pos, labels)
         a_.set_xlabel("worker processes (--jobs)")
-        a_.legend(fontsize=7)
+        a_.set_ylim(0, a_.get_ylim()[1] * 1.45)  # room for the legend above the bars
+        a_.legend(fontsize=7, loc="upper left", ncol=2)
     ax.set_ylabel("audio seconds per wall second")
     ax2.set_ylabel("x real time per core (CPU time)")
     lib, m = result["library"], result["machine"]
