@@ -124,3 +124,16 @@ def test_bake_stride_command_single_and_batch(tiny_a2e_onnx, rt, tmp_path, capsy
     for bad in ("0", "99"):
         assert main(["bake", str(lib), "--out", str(tmp_path / "o2"), "--stride", bad, "--model", str(tiny_a2e_onnx)]) == 2
         assert "stride" in capsys.readouterr().err
+
+
+def test_manifest_lines_from_before_strides_count_as_stride_1(tmp_path):
+    from dataclasses import asdict
+
+    from realtalk_bridge.bake_batch import Settings, is_done
+
+    (tmp_path / "a.csv").write_text("time\n")
+    one = Settings(fps=30.0, lookahead_ms=80.0, format="csv", max_seconds=1800.0, allow_silent=False)
+    old = {k: v for k, v in asdict(one).items() if k != "stride"}  # what a manifest line held before
+    rec = {"status": "done", "size": 10, "mtime": 1.0, "model": "m", "settings": old, "output": "a.csv"}
+    assert is_done(rec, 10, 1.0, "m", one, tmp_path)
+    assert not is_done(rec, 10, 1.0, "m", Settings(**{**asdict(one), "stride": 8}), tmp_path)
