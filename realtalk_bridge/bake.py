@@ -1,7 +1,9 @@
 """`realtalk-bridge bake AUDIO --out FILE`: an audio file -> a coefficient track, faster than real time.
 
 The same windows as the live stream (runtime.a2e.infer_offline), so a bake equals what `serve` would
-have streamed for that audio at the same look-ahead. Writes .csv (`time,<names>`), .json, .npz or
+have streamed for that audio at the same look-ahead. `--stride S` (offline only) runs one window per S
+model frames and reads S frames from each: S times fewer model calls, every frame with at least the
+look-ahead, no longer equal to the stream (docs/bake.md has what it costs in lip-sync). Writes .csv (`time,<names>`), .json, .npz or
 .msgpack (the protocol's `bake` reply map, which the Unity and Blender clients decode).
 
 `bake FOLDER_OR_GLOB --out DIR` bakes a whole library in parallel (realtalk_bridge/bake_batch.py).
@@ -45,16 +47,18 @@ def resample_track(w: np.ndarray, fps_in: float, fps_out: float, n_out: int) -> 
 
 
 def bake_array(rt, audio: np.ndarray, fps: float = 30, lookahead_ms: float = 80.0, identity=None,
-               history=None) -> tuple[np.ndarray, np.ndarray]:
+               history=None, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """16 kHz mono float32 -> (t (n,), weights (n, E)) at `fps`; frame i at t = i / fps."""
     from realtalk_bridge.runtime.a2e import OUTPUT_FPS, infer_offline
 
     if not (isinstance(fps, (int, float)) and 1 <= fps <= 120):
         raise ValueError(f"fps must be a number in [1, 120], got {fps}")
     if float(fps).is_integer() and int(fps) in OUTPUT_FPS:
-        w = infer_offline(rt, audio, fps=int(fps), lookahead_ms=lookahead_ms, identity=identity, history=history)
+        w = infer_offline(rt, audio, fps=int(fps), lookahead_ms=lookahead_ms, identity=identity, history=history,
+                          stride=stride)
     else:
-        base = infer_offline(rt, audio, fps=BASE_FPS, lookahead_ms=lookahead_ms, identity=identity, history=history)
+        base = infer_offline(rt, audio, fps=BASE_FPS, lookahead_ms=lookahead_ms, identity=identity, history=history,
+                             stride=stride)
         n_out = math.ceil(len(audio) * fps / rt.sample_rate)
         w = resample_track(base, BASE_FPS, fps, n_out)
     t = np.arange(len(w), dtype=np.float64) / fps
@@ -182,6 +186,14 @@ def encode_track(suffix: str, t: np.ndarray, w: np.ndarray, names, fps: float, m
     return buf.getvalue()
 
 
+def track_meta(rt, lookahead_ms: float, audio_name: str, stride: int = 1) -> dict:
+    """The extra fields of a .json / .msgpack track; `stride` only when it is not the stream's 1."""
+    meta = {"layout": rt.layout, "lookahead_ms": lookahead_ms, "model": str(rt.path.name), "audio": audio_name}
+    if stride != 1:
+        meta["stride"] = int(stride)
+    return meta
+
+
 def write_atomic(path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
@@ -216,6 +228,10 @@ def add_arguments(p) -> None:
                                                 "pattern: the output folder, mirroring the input tree")
     p.add_argument("--fps", type=float, default=30.0, help="output frame rate (default 30; any rate 1-120)")
     p.add_argument("--lookahead-ms", type=float, default=80.0, help="A2E look-ahead (same as the live stream)")
+    p.add_argument("--stride", type=int, default=1,
+                   help="offline speed-up: one model window per STRIDE model frames (40 ms each), STRIDE frames "
+                        "read from it, each with at least the look-ahead. 1 (default) = exactly what the live "
+                        "stream gives; see docs/bake.md for the measured lip-sync of larger strides")
     p.add_argument("--model", default=None, help="A2E .onnx (default: models/a2e/default.onnx)")
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                    help="refuse files longer than this, from their header "
@@ -235,6 +251,9 @@ def _is_batch(src: str) -> bool:
 def run(args) -> int:
     if args.max_seconds < 0:
         print("bake: --max-seconds must be >= 0", file=sys.stderr)
+        return 2
+    if args.stride < 1:
+        print(f"bake: --stride must be >= 1, got {args.stride}", file=sys.stderr)
         return 2
     if _is_batch(args.audio):
         from realtalk_bridge import bake_batch
@@ -257,7 +276,7 @@ def run_single(args) -> int:
         src = read_checked(args.audio, max_seconds=args.max_seconds, allow_silent=args.allow_silent)
         rt = A2ERuntime(args.model)
         t0 = time.perf_counter()
-        t, w = bake_array(rt, src.audio, fps=args.fps, lookahead_ms=args.lookahead_ms)
+        t, w = bake_array(rt, src.audio, fps=args.fps, lookahead_ms=args.lookahead_ms, stride=args.stride)
         dt = time.perf_counter() - t0
     except (FileNotFoundError, ValueError) as exc:
         print(f"bake: {exc}", file=sys.stderr)
@@ -265,8 +284,7 @@ def run_single(args) -> int:
     for warning in src.warnings:
         print(f"bake: warning: {args.audio}: {warning}", file=sys.stderr)
     out = write_track(out, t, w, rt.names, args.fps,
-                      meta={"layout": rt.layout, "lookahead_ms": args.lookahead_ms, "model": str(rt.path.name),
-                            "audio": Path(args.audio).name})
+                      meta=track_meta(rt, args.lookahead_ms, Path(args.audio).name, args.stride))
     secs = len(src.audio) / 16000
     print(f"{out}: {len(w)} frames at {args.fps:g} fps, {secs:.2f} s of audio in {dt:.2f} s "
           f"({secs / max(dt, 1e-9):.0f}x real time)")

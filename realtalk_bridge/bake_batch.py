@@ -41,6 +41,7 @@ class Settings:
     format: str
     max_seconds: float
     allow_silent: bool
+    stride: int = 1  # infer_offline stride; 1 = equal to the live stream
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -106,7 +107,7 @@ def is_done(rec: dict | None, size: int, mtime: float, model: str, settings: Set
     if not rec or rec.get("status") != "done":
         return False
     same = (rec.get("size") == size and rec.get("mtime") == mtime and rec.get("model") == model
-            and rec.get("settings") == asdict(settings))
+            and {"stride": 1, **(rec.get("settings") or {})} == asdict(settings))  # older lines: stride 1
     return same and isinstance(rec.get("output"), str) and (out_dir / rec["output"]).is_file()
 
 
@@ -116,15 +117,15 @@ def bake_source(rt, source, name: str, settings: Settings) -> dict:
     """One input (path or file bytes) -> {"status", "error", "warning", "seconds", "frames", "data"}.
 
     Runs in a worker (process or Ray actor). Never raises for a bad input: the error is the result."""
-    from realtalk_bridge.bake import BakeInputError, bake_array, encode_track, read_checked
+    from realtalk_bridge.bake import BakeInputError, bake_array, encode_track, read_checked, track_meta
 
     res = {"status": "failed", "error": None, "warning": None, "seconds": None, "frames": None, "data": None}
     try:
         src = read_checked(source, name=name, max_seconds=settings.max_seconds, allow_silent=settings.allow_silent)
-        t, w = bake_array(rt, src.audio, fps=settings.fps, lookahead_ms=settings.lookahead_ms)
+        t, w = bake_array(rt, src.audio, fps=settings.fps, lookahead_ms=settings.lookahead_ms,
+                          stride=settings.stride)
         res["data"] = encode_track("." + settings.format, t, w, rt.names, settings.fps,
-                                   meta={"layout": rt.layout, "lookahead_ms": settings.lookahead_ms,
-                                         "model": str(rt.path.name), "audio": Path(name).name})
+                                   meta=track_meta(rt, settings.lookahead_ms, Path(name).name, settings.stride))
         res.update(status="done", seconds=round(src.seconds, 6), frames=int(len(w)),
                    warning="; ".join(src.warnings) or None)
     except BakeInputError as exc:
@@ -422,10 +423,19 @@ def run(args) -> int:
         print("bake: --jobs must be >= 1", file=sys.stderr)
         return 2
     settings = Settings(fps=float(args.fps), lookahead_ms=float(args.lookahead_ms), format=args.format,
-                        max_seconds=float(args.max_seconds), allow_silent=bool(args.allow_silent))
+                        max_seconds=float(args.max_seconds), allow_silent=bool(args.allow_silent),
+                        stride=int(getattr(args, "stride", 1)))
     if not (1 <= settings.fps <= 120):
         print(f"bake: --fps must be in [1, 120], got {args.fps:g}", file=sys.stderr)
         return 2
+    if settings.stride != 1:  # the largest stride depends on the model: say so once, not once per file
+        from realtalk_bridge.runtime.a2e import A2ERuntime, check_stride
+
+        try:
+            check_stride(A2ERuntime(args.model), settings.stride, settings.lookahead_ms)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"bake: {exc}", file=sys.stderr)
+            return 2
     try:
         job = Job(args.audio, out, settings, args.model, Path(args.manifest) if args.manifest else None)
     except FileNotFoundError as exc:

@@ -284,8 +284,13 @@ def test_a_torn_manifest_line_is_ignored_and_does_not_swallow_the_next(a2e_model
 def test_bench_bake_writes_the_keys_and_a_plot(a2e_model, tmp_path):
     out = tmp_path / "bake.json"
     assert main(["bench", "bake", "--out", str(out), "--minutes", "0.2", "--jobs", "1", "--model", str(a2e_model),
-                 "--work-dir", str(tmp_path)]) == 0
+                 "--strides", "1,8", "--work-dir", str(tmp_path)]) == 0
     r = json.loads(out.read_text())
+    assert r["stride"] == 1 and sorted(r["by_stride"]) == ["1", "8"]
+    assert r["by_stride"]["1"]["x_realtime"] == r["x_realtime"]  # top-level keys: the stream-equal default
+    assert r["by_stride"]["8"]["runs"]["1"]["audio_s"] == r["runs"]["1"]["audio_s"]  # same library
+    # 8x fewer model calls: clearly cheaper in CPU time even on a loaded machine
+    assert r["by_stride"]["8"]["x_realtime_per_cpu_second"]["1"] > 1.5 * r["x_realtime_per_cpu_second"]["1"]
     assert set(r["x_realtime"]) == {"1"} and r["x_realtime"]["1"] > 1
     assert r["x_realtime_per_core"]["1"] == r["x_realtime"]["1"] and r["library"]["audio_seconds"] >= 12
     assert r["x_realtime_per_cpu_second"]["1"] > 1 and r["runs"]["1"]["cpu_s"] > 0

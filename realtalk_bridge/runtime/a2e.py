@@ -146,13 +146,16 @@ def _needed(i: int, fps: int, model_fps: int) -> tuple[int, int]:
     return (i * model_fps) // fps, (i * model_fps) % fps
 
 
-def _position(rt: A2ERuntime, la: int, rem: int, fps: int) -> tuple[int, float]:
+def _position(rt: A2ERuntime, la: int, rem: int, fps: int, back: int = 0) -> tuple[int, float]:
     """Where in window k's T predicted frames the time k/25 + rem/(fps) lies -> (j0, fraction).
 
     Window k ends `la` samples after model frame k, so that frame sits at T - la/640; later times
     inside the same window (rem > 0) sit further right. Past the window's last frame: its last frame.
+    `back` > 0 reads model frame k - back from window k instead (offline stride: more future context).
     """
     pos = rt.n_frames - la / rt.frame_samples + rem / fps
+    if back:  # only then: back == 0 keeps the stream's arithmetic bit for bit
+        pos -= back
     j0 = min(int(math.floor(pos)), rt.n_frames - 1)
     return j0, (pos - j0 if j0 < rt.n_frames - 1 else 0.0)
 
@@ -181,35 +184,59 @@ def _as_audio(samples) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------- offline
 
+def max_stride(rt: A2ERuntime, lookahead_ms: float = 80) -> int:
+    """The largest offline stride whose earliest read frame still lies inside its window."""
+    la = lookahead_samples(lookahead_ms, rt.sample_rate)
+    return max(1, int(math.floor(rt.n_frames - la / rt.frame_samples)) + 1)
+
+
+def check_stride(rt: A2ERuntime, stride, lookahead_ms: float = 80) -> int:
+    top = max_stride(rt, lookahead_ms)
+    if isinstance(stride, bool) or int(stride) != stride or not 1 <= int(stride) <= top:
+        raise ValueError(f"stride must be an integer in [1, {top}] for this model and a {lookahead_ms:g} ms "
+                         f"look-ahead, got {stride}")
+    return int(stride)
+
+
 def infer_offline(rt: A2ERuntime, audio, fps: int = 30, lookahead_ms: float = 80, identity=None, history=None,
-                  batch: int = 32) -> np.ndarray:
-    """Whole 16 kHz mono signal -> (n_frames, E) float32 at `fps` (frame i at time i / fps)."""
+                  batch: int = 32, stride: int = 1) -> np.ndarray:
+    """Whole 16 kHz mono signal -> (n_frames, E) float32 at `fps` (frame i at time i / fps).
+
+    stride=1: one window per model frame, read where the stream reads it (equal to A2EStream).
+    stride=S: one window per S model frames, at the last of them (p = k // S * S + S - 1, or the last
+    model frame of the audio), and model frames p-S+1 .. p are all read from it: S times fewer model
+    calls, and every frame has at least `lookahead_ms` of future audio (earlier ones more).
+    """
     fps = _check_fps(fps)
     x = _as_audio(audio)
     la = lookahead_samples(lookahead_ms, rt.sample_rate)
+    stride = check_stride(rt, stride, lookahead_ms)
     alpha = rt.check_identity(identity)
     hist = rt.check_history(history)
     n_out = _n_out(len(x), fps, rt.sample_rate)
     if n_out == 0:
         return np.zeros((0, rt.n_expr), np.float32)
     n_model = _needed(n_out - 1, fps, rt.fps)[0] + 1
+    # the model frame each window is run at: one per block of `stride` frames (stride 1: every frame)
+    at = np.minimum(np.arange(0, n_model, stride) + stride - 1, n_model - 1)
     # zeros before the start and after the end, as the stream sees them
     W, fs = rt.window_samples, rt.frame_samples
     pad_right = max(0, (n_model - 1) * fs + la - len(x))
     buf = np.concatenate([np.zeros(W, np.float32), x, np.zeros(pad_right, np.float32)])
     out = np.empty((n_out, rt.n_expr), np.float32)
     i = 0
-    for s in range(0, n_model, batch):  # batches of windows; memory stays flat for hour-long files
-        ks = np.arange(s, min(s + batch, n_model))
+    for s in range(0, len(at), batch):  # batches of windows; memory stays flat for hour-long files
+        ks = at[s:s + batch]
         starts = ks * fs + la  # window start in buf coordinates (buf index = sample index + W)
         wins = np.stack([buf[a:a + W] for a in starts])
         b = len(ks)
         y = rt.run(wins, np.broadcast_to(alpha, (b, rt.n_id)).copy(), np.broadcast_to(hist, (b,) + hist.shape).copy())
         while i < n_out:
             k, rem = _needed(i, fps, rt.fps)
-            if k >= s + b:
+            w = k // stride  # the window (block) this model frame is read from
+            if w >= s + b:
                 break
-            out[i] = rt.clamp(_read(y[k - s], *_position(rt, la, rem, fps)))
+            out[i] = rt.clamp(_read(y[w - s], *_position(rt, la, rem, fps, back=int(at[w]) - k)))
             i += 1
     if not np.all(np.isfinite(out)):  # a bake must never report NaN/inf as a result (SPEC section 1)
         raise ValueError("the model produced NaN or inf for this audio (samples far outside [-1, 1]?)")
