@@ -170,7 +170,9 @@ def test_eval_renderer_on_prepared_frames(prepared, tmp_path):
     assert r["frames"] == 4 and r["range"] == [0.6, 1.0]
     assert 0 < r["ssim"] < 1 and 5 < r["psnr"] < 60
     # MediaPipe finds the face on both the real and the generated crops: landmark distances in crop pixels
-    assert r["lmd_frames"] >= 1 and 0 < r["m_lmd"] < 60 and 0 < r["f_lmd"] < 60
+    rec = r["reconstruction"]  # own coefficients: the paper's metrics; top-level figures drive with other frames'
+    assert rec["lmd_frames"] >= 1 and 0 < rec["m_lmd"] < 60 and 0 < rec["f_lmd"] < 60
+    assert r["drive_open_r_target"] == 0.7 and len(r["per_frame"]) == 4
     assert r["fid"] is None and r["lpips"] is None and r["csim"] is None
     assert out.with_suffix(".png").stat().st_size > 5000
     assert main(["eval", "renderer", "--data", str(ds), "--renderer", str(model), "--frames", "0.8:0.2",

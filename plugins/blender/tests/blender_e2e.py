@@ -265,6 +265,8 @@ try:
     loop_strips = list(strips)[n_strips:]
     out["loop_take"] = {"t0": loop_t0, "wav_s": wav_s, "source": S.client.sources.get("file"),
                         "strips": [(s.frame_start, s.frame_final_start, s.frame_final_end) for s in loop_strips]}
+    # --nonverbal blinks at most 9 s apart (face/nonverbal.py BLINK_MAX_S): the hint must clear by then
+    tick_until(S, lambda: S.blink_hint == "", 12, "a blink from the --nonverbal sidecar")
     out["blink_hint_nonverbal"] = S.blink_hint
     split = [a for a in bpy.data.actions][n_actions:]
     out["split"] = [(a.name, [tuple(k.co)[0] for k in mod_anim.fcurves(a, face.data.shape_keys)[0].keyframe_points])
