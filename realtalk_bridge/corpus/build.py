@@ -34,6 +34,11 @@ LICENSES = {
     "noise": "generated (this project, Apache-2.0)",
 }
 
+# MediaPipe channels kept as targets from tracked video: the ones speech moves. Eyes, brows, nose and cheek
+# squint are left at zero like the teacher's (blinks and gaze are the non-verbal module's job).
+VIDEO_CHANNELS = tuple(n for n in ARKIT_NAMES if n.startswith(("jaw", "mouth")) or n == "cheekPuff")
+VIDEO_EXTS = (".mpg", ".mp4", ".mov", ".mkv", ".avi", ".webm")
+
 VAL_FLITE = {"awb"}
 VAL_FESTIVAL = {"ked_diphone"}
 VAL_ESPEAK_ACCENTS = {"en-029"}
@@ -340,6 +345,75 @@ def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None,
     return manifest
 
 
+def video_targets(expr: np.ndarray) -> np.ndarray:
+    """MediaPipe blendshapes (n, 52) -> training targets: the speech channels kept, the rest zero."""
+    out = np.zeros_like(expr, dtype=np.float32)
+    for n in VIDEO_CHANNELS:
+        i = ARKIT_NAMES.index(n)
+        out[:, i] = expr[:, i]
+    return np.clip(out, 0.0, 1.0)
+
+
+def add_videos(out: Path, folder: Path, seed: int = 0, max_videos: int | None = None, val_every: int = 10,
+               cache: Path | None = None, speaker: str = "grid_s1", license: str | None = None,
+               min_valid: float = 0.9, quiet: bool = False) -> dict:
+    """Append MediaPipe-tracked talking-face videos (targets = what the real face did) to the corpus in `out`.
+
+    Videos are taken in a seeded shuffled order (the first `max_videos`); every `val_every`-th of them
+    (in name order) goes to "val". Tracks are cached in `cache` (default: `<folder>/../track`).
+    Half of the training clips get the microphone/room/noise chain (no timing change)."""
+    from tqdm import tqdm
+
+    from realtalk_bridge.corpus import augment as aug
+    from realtalk_bridge.corpus import sources
+
+    out, folder = Path(out), Path(folder)
+    mpath = out / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    vids = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
+    if not vids:
+        raise FileNotFoundError(f"{folder}: no video files ({', '.join(VIDEO_EXTS)})")
+    random.Random(seed).shuffle(vids)
+    vids = vids[:max_videos] if max_videos else vids
+    val_names = {p.name for p in sorted(vids)[::val_every]} if val_every else set()
+    cache = Path(cache) if cache else folder.parent / "track"
+    rng = np.random.default_rng(seed + 7)
+    lic = license or sources.GRID_LICENSE
+    stats = manifest["stats"]
+    taken = {c["id"] for c in manifest["clips"]}
+    for v in tqdm(vids, desc="videos (MediaPipe)", disable=quiet, mininterval=5):
+        cid = f"vid_{speaker}_{v.stem}"
+        if cid in taken:
+            continue
+        try:
+            tr = sources.track_video(v, cache)
+        except (OSError, ValueError, RuntimeError) as exc:
+            stats["skipped"].append(f"video/{v.name}: {exc}")
+            continue
+        valid = tr["valid"]
+        if len(valid) < 25 or valid.mean() < min_valid:
+            stats["skipped"].append(f"video/{v.name}: face tracked in {valid.mean():.0%} of frames")
+            continue
+        expr = video_targets(tr["expr"])
+        # lost frames (rare: under 10 %) take the previous tracked frame
+        for i in np.flatnonzero(~valid):
+            expr[i] = expr[i - 1] if i > 0 else expr[np.flatnonzero(valid)[0]]
+        audio = tr["audio"][: len(expr) * (SAMPLE_RATE // FPS)]
+        split = "val" if v.name in val_names else "train"
+        steps = []
+        if split == "train" and rng.random() < 0.5:
+            audio, steps = aug.augment(audio, rng)
+        clip = Clip(cid, split, speaker, "video", lic, "", {"video": v.name, "targets": "mediapipe", "augment": steps})
+        manifest["clips"].append(write_clip(out, clip, audio, expr))
+        stats["seconds"][split] = round(stats["seconds"][split] + len(audio) / SAMPLE_RATE, 1)
+        src = manifest["sources"].setdefault("video", {"license": lic, "clips": 0})
+        src["clips"] += 1
+    manifest.setdefault("videos", []).append({"folder": str(folder), "speaker": speaker, "license": lic,
+                                              "max_videos": max_videos, "seed": seed, "val_every": val_every})
+    mpath.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    return manifest
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
     parser.add_argument("--hours", type=float, default=1.0, help="total audio to build (train + val)")
@@ -359,6 +433,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--en-share", type=float, default=0.3, help="share of --hours for the English Asterisk prompts")
     parser.add_argument("--real-speed-share", type=float, default=0.0,
                         help="share of the real (Asterisk) speech clips played 0.85-1.18x faster: extra vocal tracts")
+    parser.add_argument("--videos", type=Path, default=None,
+                        help="folder of licensed talking-face videos to add, MediaPipe-tracked (targets: the real "
+                             "face's blendshapes); docs/corpus.md says where the GRID clips come from")
+    parser.add_argument("--video-speaker", default="grid_s1", help="speaker name of the --videos clips")
+    parser.add_argument("--video-license", default=None, help="licence of the --videos clips (default: GRID's CC-BY-4.0)")
+    parser.add_argument("--max-videos", type=int, default=None, help="use the first N videos of a seeded shuffle")
+    parser.add_argument("--video-cache", type=Path, default=None, help="MediaPipe track cache (default VIDEOS/../track)")
+    parser.add_argument("--append-videos", action="store_true",
+                        help="only add --videos to the existing corpus in --out (no speech synthesis)")
     parser.add_argument("--holdout-pstest", action="store_true",
                         help="add the two real speakers of Debian pocketsphinx-testdata to the val split (held out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -368,9 +451,25 @@ def run(args) -> int:
     if args.hours <= 0:
         print("corpus build: --hours must be positive", file=sys.stderr)
         return 2
-    if args.out.exists() and any(args.out.iterdir()):
+    if args.append_videos:
+        if args.videos is None or not (args.out / "manifest.json").is_file():
+            print("corpus build: --append-videos needs --videos DIR and an existing corpus in --out", file=sys.stderr)
+            return 2
+    elif args.out.exists() and any(args.out.iterdir()):
         print(f"corpus build: {args.out} is not empty; pick a new folder", file=sys.stderr)
         return 2
+    if args.videos is not None and not args.videos.is_dir():
+        print(f"corpus build: --videos {args.videos} is not a folder", file=sys.stderr)
+        return 2
+    if args.max_videos is not None and args.max_videos < 1:
+        print("corpus build: --max-videos must be >= 1", file=sys.stderr)
+        return 2
+    if args.append_videos:
+        m = add_videos(args.out, args.videos, seed=args.seed, max_videos=args.max_videos, cache=args.video_cache,
+                       speaker=args.video_speaker, license=args.video_license, quiet=args.quiet)
+        n = sum(1 for c in m["clips"] if c["source"] == "video")
+        print(f"{n} video clips in {args.out}")
+        return 0
     sd = args.sdists if args.sdists and args.sdists.exists() else None
     if not 0.0 <= args.speed_share <= 1.0:
         print("corpus build: --speed-share must be in [0, 1]", file=sys.stderr)
@@ -387,6 +486,9 @@ def run(args) -> int:
     m = build(args.out, args.hours, seed=args.seed, sdist_dir=sd, quiet=args.quiet, speed_share=args.speed_share,
               languages=langs, lang_share=args.lang_share if langs else 0.0, en_share=args.en_share,
               real_speed_share=args.real_speed_share, pstest=args.holdout_pstest)
+    if args.videos is not None:
+        m = add_videos(args.out, args.videos, seed=args.seed, max_videos=args.max_videos, cache=args.video_cache,
+                       speaker=args.video_speaker, license=args.video_license, quiet=args.quiet)
     s = m["stats"]["seconds"]
     print(f"{len(m['clips'])} clips, train {s['train'] / 60:.1f} min, val {s['val'] / 60:.1f} min -> {args.out}")
     if m["stats"]["n_skipped"]:

