@@ -30,6 +30,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "a2e"): ("realtalk_bridge.eval.a2e", "lip-sync accuracy against the teacher and baselines"),
     ("eval", "renderer"): ("realtalk_bridge.eval.renderer", "SSIM, PSNR, M-LMD, F-LMD on held-out frames"),
     ("corpus", "build"): ("realtalk_bridge.corpus.build", "build the A2E training corpus from registry packages"),
+    ("corpus", "calibrate-teacher"): ("realtalk_bridge.corpus.calibrate", "fit the articulation teacher to real faces"),
     ("profile", "check"): ("realtalk_bridge.face.retarget", "validate a retargeting profile"),
     ("profile", "calibrate"): ("realtalk_bridge.face.calibrate", "suggest per-channel gains from a recording of you speaking"),
     ("face", "fit-basis"): ("realtalk_bridge.face.fit", "re-estimate the ARKit expression basis from tracked video"),

@@ -136,3 +136,100 @@ def test_event_helpers_and_bad_input():
         teacher_curves([Phone("AA", float("nan"), 0.2)], 10)
     assert teacher_curves([], 5).shape == (5, 52)
     assert teacher_curves([Phone("AA", 0, 1)], 0).shape == (0, 52)
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration against real faces (corpus/calibrate.py)
+# ---------------------------------------------------------------------------------------------
+
+def test_hand_set_calibration_is_the_rules_and_factors_act_where_named():
+    from realtalk_bridge.corpus.teacher import HAND_SET, Calibration
+
+    ph = seq(("B", 0.08), ("AA", 0.2), ("T", 0.08), ("UW", 0.25), ("S", 0.1), ("IY", 0.2))
+    n = int(ph[-1].end * FPS)
+    st = Style(rest_smile=0.0, lead=0.0)
+    base = teacher_curves(ph, n, FPS, st, HAND_SET)
+    assert np.array_equal(base, teacher_curves(ph, n, FPS, st, Calibration()))
+    jaw = teacher_curves(ph, n, FPS, st, Calibration(jaw_open_vowels=1.5))
+    aa, uw = frame(0.6), frame(0.5 + 0.36 + 0.12)
+    assert jaw[aa, I["jawOpen"]] > 1.3 * base[aa, I["jawOpen"]]
+    rnd = teacher_curves(ph, n, FPS, st, Calibration(round_vowels=0.5))
+    assert rnd[uw, I["mouthPucker"]] < 0.7 * base[uw, I["mouthPucker"]]
+    assert rnd[aa, I["jawOpen"]] == pytest.approx(base[aa, I["jawOpen"]], abs=1e-6)  # only rounding moved
+    early = teacher_curves(ph, n, FPS, st, Calibration(lead_shift=0.04))
+    assert early[frame(0.5), I["jawOpen"]] != pytest.approx(base[frame(0.5), I["jawOpen"]], abs=1e-3)
+
+
+def test_calibration_json_is_validated(tmp_path, monkeypatch):
+    import json
+
+    from realtalk_bridge.corpus import teacher as T
+
+    for bad in ({"params": {"lead_shift": 0.5}}, {"params": {"nope": 1.0}}, {"params": {"spread": "x"}},
+                {"params": {"spread": float("nan")}}, {"lead_shift": 0.0}, [1, 2]):
+        p = tmp_path / "bad.json"
+        p.write_text(json.dumps(bad))
+        with pytest.raises(ValueError):
+            T.load_calibration(p)
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json"):
+        T.load_calibration(tmp_path / "broken.json")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"params": {"jaw_consonants": 0.8, "lead_shift": 0.01}}))
+    assert T.load_calibration(good) == T.Calibration(jaw_consonants=0.8, lead_shift=0.01)
+    # the environment picks the default: a file, or "none" for the hand-set rules
+    monkeypatch.setenv(T.CALIBRATION_ENV, str(good))
+    assert T.default_calibration().jaw_consonants == 0.8
+    monkeypatch.setenv(T.CALIBRATION_ENV, "none")
+    assert T.default_calibration() == T.HAND_SET
+
+
+def test_shipped_calibration_loads_and_stays_near_the_rules():
+    from pathlib import Path
+
+    from realtalk_bridge.corpus import teacher as T
+
+    path = Path(__file__).resolve().parents[1] / "models" / "teacher" / "calibration.json"
+    if not path.exists():
+        pytest.skip("no shipped teacher calibration")
+    cal = T.load_calibration(path)
+    for k, v in cal.to_dict().items():  # regularised: every factor within 2x of its hand-set value
+        v0 = getattr(T.HAND_SET, k)
+        assert (abs(v - v0) <= 0.05) if k == "lead_shift" else (0.5 <= v / v0 <= 2.0), k
+
+
+def test_fit_recovers_a_known_calibration():
+    """Curves made by a known calibration play the tracked face; the fit must move toward it and raise r."""
+    from realtalk_bridge.corpus import calibrate as C
+    from realtalk_bridge.corpus.teacher import HAND_SET, Calibration
+
+    truth = Calibration(jaw_consonants=0.6, round_vowels=1.5, lead_shift=0.02)
+    rng = np.random.default_rng(3)
+    keys = ["B", "AA1", "T", "UW1", "S", "IY1", "M", "AO1", "K", "W", "EH1", "SH", "OW1", "N"]
+    samples = []
+    for k in range(2):
+        items = [(keys[i], float(rng.uniform(0.06, 0.2))) for i in rng.integers(0, len(keys), 18)]
+        ph = seq(*items, start=0.3)
+        t = np.arange(0, ph[-1].end, 1 / 30)  # a 30 fps "video"
+        s = C.Sample(f"synthetic{k}", ph, t, {}, np.ones(len(t), bool))
+        s.tracked = C.teacher_at(s, truth)
+        samples.append(s)
+    before = C.score(samples, HAND_SET)
+    cal, info = C.fit(samples, lam=0.001)
+    after = C.score(samples, cal)
+    assert after["weighted_r"] > before["weighted_r"] + 0.01 and after["weighted_r"] > 0.97
+    assert cal.jaw_consonants < 0.85 and cal.round_vowels > 1.2 and cal.lead_shift > 0.005
+    # a strong pull toward the hand-set values keeps them there
+    stiff, _ = C.fit(samples, lam=1e4)
+    assert all(abs(C.encode(stiff)) < 0.05)
+
+
+def test_folds_hold_out_whole_videos():
+    from realtalk_bridge.corpus import calibrate as C
+
+    mk = lambda name, group: C.Sample(name, [], np.zeros(1), {}, np.ones(1, bool), group=group)  # noqa: E731
+    samples = [mk(f"v{i}", "shared") for i in range(3)] + [mk(f"g{i}", "grid") for i in range(9)]
+    f = C.folds(samples)
+    assert [0] in f and [1] in f and [2] in f and len(f) == 6
+    assert sorted(i for fold in f for i in fold) == list(range(12))
+    assert C.pick_evenly(list(range(10)), 3) == [0, 4, 9] and C.pick_evenly([1, 2], 5) == [1, 2]

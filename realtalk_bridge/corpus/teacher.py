@@ -198,6 +198,121 @@ class Style:
 
 
 # ---------------------------------------------------------------------------------------------
+# Calibration: the few free parameters fitted to real faces (corpus/calibrate.py, docs/teacher.md)
+# ---------------------------------------------------------------------------------------------
+
+# phone classes the calibration scales (diphthongs are split into these before scaling)
+OPEN_VOWELS = frozenset({"AA", "AE", "AH", "AO"})
+MID_VOWELS = frozenset({"EH", "ER", "AX"})
+CLOSE_VOWELS = frozenset({"IH", "IY", "UH", "UW"})
+ROUND_VOWELS = frozenset({"UW", "UH", "AO", "ER"})
+ROUND_CONSONANTS = frozenset({"W", "R", "SH", "ZH", "CH", "JH"})
+SPREAD_PHONES = frozenset({"IY", "IH", "EH", "AE", "Y", "S", "Z"})
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Multipliers and shifts on the hand-set rules; the defaults reproduce them exactly."""
+
+    lead_shift: float = 0.0        # s added to Style.lead
+    anticipation: float = 1.0      # x the anticipation widths (before a segment)
+    carryover: float = 1.0         # x the carry-over widths (after a segment)
+    jaw_width: float = 0.75        # the jaw group's width factor (it follows syllables closely)
+    round_anticipation: float = 1.8  # how much further ahead lip rounding is anticipated
+    jaw_open_vowels: float = 1.0   # x jawOpen targets of AA AE AH AO
+    jaw_mid_vowels: float = 1.0    # ... of EH ER AX
+    jaw_close_vowels: float = 1.0  # ... of IH IY UH UW
+    jaw_consonants: float = 1.0    # ... of every consonant
+    round_vowels: float = 1.0      # x mouthFunnel/mouthPucker targets of UW UH AO ER
+    round_consonants: float = 1.0  # ... of W R SH ZH CH JH
+    spread: float = 1.0            # x mouthStretch/mouthSmile targets of IY IH EH AE Y S Z
+
+    # (low, high): values outside are refused when loading (and bound the fit)
+    BOUNDS = {"lead_shift": (-0.08, 0.08), "anticipation": (0.4, 2.5), "carryover": (0.4, 2.5),
+              "jaw_width": (0.3, 1.5), "round_anticipation": (0.8, 3.0), "jaw_open_vowels": (0.4, 2.5),
+              "jaw_mid_vowels": (0.4, 2.5), "jaw_close_vowels": (0.4, 2.5), "jaw_consonants": (0.3, 3.0),
+              "round_vowels": (0.3, 3.0), "round_consonants": (0.3, 3.0), "spread": (0.3, 3.0)}
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(cls.BOUNDS)
+
+    def to_dict(self) -> dict:
+        return {k: float(getattr(self, k)) for k in self.names()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        unknown = set(d) - set(cls.BOUNDS)
+        if unknown:
+            raise ValueError(f"unknown teacher calibration keys: {sorted(unknown)}")
+        vals = {}
+        for k, v in d.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise ValueError(f"teacher calibration {k!r} must be a finite number, got {v!r}")
+            lo, hi = cls.BOUNDS[k]
+            if not lo <= v <= hi:
+                raise ValueError(f"teacher calibration {k!r} = {v} is outside [{lo}, {hi}]")
+            vals[k] = float(v)
+        return cls(**vals)
+
+    def scale_target(self, key: str, tvec: np.ndarray) -> np.ndarray:
+        jaw = (self.jaw_open_vowels if key in OPEN_VOWELS else self.jaw_mid_vowels if key in MID_VOWELS
+               else self.jaw_close_vowels if key in CLOSE_VOWELS else self.jaw_consonants)
+        tvec = tvec.copy()
+        tvec[_L["jawOpen"]] *= jaw
+        rnd = self.round_vowels if key in ROUND_VOWELS else self.round_consonants if key in ROUND_CONSONANTS else 1.0
+        tvec[_L["mouthFunnel"]] *= rnd
+        tvec[_L["mouthPucker"]] *= rnd
+        if key in SPREAD_PHONES:
+            tvec[_L["mouthStretch"]] *= self.spread
+            tvec[_L["mouthSmile"]] *= self.spread
+        return tvec
+
+
+HAND_SET = Calibration()
+CALIBRATION_ENV = "REALTALK_TEACHER_CALIBRATION"  # a JSON path, or "none" for the hand-set rules
+
+
+def load_calibration(path=None) -> Calibration:
+    """A calibration JSON (`{"params": {...}}` as written by `corpus calibrate-teacher`) -> Calibration."""
+    import json
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read teacher calibration {path}: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+        raise ValueError(f"{path}: a teacher calibration needs a 'params' object")
+    try:
+        return Calibration.from_dict(doc["params"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+_DEFAULT_CAL: dict = {}
+
+
+def default_calibration() -> Calibration:
+    """The shipped calibration (models/teacher/calibration.json), unless $REALTALK_TEACHER_CALIBRATION says
+    otherwise ("none": the hand-set rules); the hand-set rules when no file ships."""
+    import os
+
+    env = os.environ.get(CALIBRATION_ENV, "")
+    if env not in _DEFAULT_CAL:
+        if env.lower() == "none":
+            _DEFAULT_CAL[env] = HAND_SET
+        elif env:
+            _DEFAULT_CAL[env] = load_calibration(env)
+        else:
+            from realtalk_bridge.assets import model_path
+
+            p = model_path("teacher", "calibration.json")
+            _DEFAULT_CAL[env] = load_calibration(p) if p.is_file() else HAND_SET
+    return _DEFAULT_CAL[env]
+
+
+# ---------------------------------------------------------------------------------------------
 # The math
 # ---------------------------------------------------------------------------------------------
 
@@ -232,14 +347,15 @@ def _dominance(t: np.ndarray, a: float, b: float, alpha: float, ant: float, carr
     return alpha * np.exp(-((d_before + d_after) ** 1.5))
 
 
-def latent_curves(phones: list[Phone], t: np.ndarray, style: Style) -> np.ndarray:
+def latent_curves(phones: list[Phone], t: np.ndarray, style: Style, cal: Calibration = HAND_SET) -> np.ndarray:
     """(len(t), len(LATENT)) blended articulator targets at times t (s)."""
     segs = _segments(phones)
     n = len(t)
     num = np.zeros((n, len(LATENT)))
     den = np.zeros((n, len(LATENT)))
-    group_cols = {g: [i for i, name in enumerate(LATENT) if _GROUP[name] == g] for g in GROUPS}
-    lead = style.lead
+    group_cols = {g: np.array([i for i, name in enumerate(LATENT) if _GROUP[name] == g]) for g in GROUPS}
+    ordered = bool(np.all(np.diff(t) >= 0))
+    lead = style.lead + cal.lead_shift
     # rest before the first and after the last phone
     first = segs[0][2] if segs else 0.0
     last = segs[-1][3] if segs else 0.0
@@ -251,23 +367,31 @@ def latent_curves(phones: list[Phone], t: np.ndarray, style: Style) -> np.ndarra
         tvec = np.zeros(len(LATENT))
         for name, v in target.items():
             tvec[_L[name]] = v
+        tvec = cal.scale_target(key, tvec)
         if key == "SIL":
             # short pauses barely close the mouth; long ones return it to rest
             alpha_scale = float(np.clip((dur - 0.06) / 0.25, 0.05, 1.0))
-            ant, carry = 0.06 * style.spread, 0.08 * style.spread
+            ant, carry = 0.06 * style.spread * cal.anticipation, 0.08 * style.spread * cal.carryover
         else:
             alpha_scale = 1.0
             if key in _VOWELS:
                 # stressed vowels open wider, unstressed ones less
                 tvec[_L["jawOpen"]] *= {1: 1.15, 2: 1.0, 0: 0.85}.get(stress, 1.0)
-            ant, carry = 0.07 * style.spread, 0.06 * style.spread
+            ant, carry = 0.07 * style.spread * cal.anticipation, 0.06 * style.spread * cal.carryover
         for gi, g in enumerate(GROUPS):
             # the heavy jaw follows each syllable closely; lip rounding is anticipated early
-            scale = 0.75 if g == "jaw" else 1.8 if (g == "lips" and key in _ROUNDED) else 1.0
-            dval = _dominance(t, a, b, dom[gi] * alpha_scale, ant * scale, carry * (0.75 if g == "jaw" else 1.0))
+            w_ant = ant * (cal.jaw_width if g == "jaw" else
+                           cal.round_anticipation if (g == "lips" and key in _ROUNDED) else 1.0)
+            w_carry = carry * (cal.jaw_width if g == "jaw" else 1.0)
+            # beyond 8 widths the dominance is below 1e-10: only the window around the segment is computed
+            i0, i1 = (np.searchsorted(t, a - 8 * w_ant), np.searchsorted(t, b + 8 * w_carry, "right")) if ordered \
+                else (0, n)
+            if i1 <= i0:
+                continue
+            dval = _dominance(t[i0:i1], a, b, dom[gi] * alpha_scale, w_ant, w_carry)
             cols = group_cols[g]
-            num[:, cols] += dval[:, None] * tvec[cols][None, :]
-            den[:, cols] += dval[:, None]
+            num[i0:i1, cols] += dval[:, None] * tvec[cols][None, :]
+            den[i0:i1, cols] += dval[:, None]
     return num / np.maximum(den, 1e-6)
 
 
@@ -306,17 +430,20 @@ def latent_to_arkit(lat: np.ndarray, style: Style) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def teacher_curves(phones: list[Phone], n_frames: int, fps: int = FPS, style: Style | None = None) -> np.ndarray:
+def teacher_curves(phones: list[Phone], n_frames: int, fps: int = FPS, style: Style | None = None,
+                   calibration: Calibration | None = None) -> np.ndarray:
     """Timed phones -> (n_frames, 52) float32 ARKit curves; frame i is the face at time i / fps.
 
     Each frame is the mean over its +-half-frame neighbourhood of a 200 Hz curve, the way a camera
-    integrates over its exposure.
+    integrates over its exposure. `calibration` None: the shipped one fitted to real faces
+    (`default_calibration()`); `HAND_SET` gives the hand-set rules.
     """
     style = style or Style()
+    cal = default_calibration() if calibration is None else calibration
     if n_frames <= 0:
         return np.zeros((0, len(ARKIT_NAMES)), dtype=np.float32)
     t_fine = np.arange(-0.5 / fps, (n_frames - 0.5) / fps + 1e-9, 1.0 / _RATE)
-    ark = latent_to_arkit(latent_curves(list(phones), t_fine, style), style)
+    ark = latent_to_arkit(latent_curves(list(phones), t_fine, style, cal), style)
     # box-average fine samples into frames centred on i / fps
     edges = np.searchsorted(t_fine, (np.arange(n_frames + 1) - 0.5) / fps - 1e-9)
     csum = np.concatenate([np.zeros((1, ark.shape[1])), np.cumsum(ark, axis=0)])

@@ -648,7 +648,7 @@ def shared_dir() -> Path:
     return root.parent / "shared"
 
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg")
 
 
 def expand_videos(paths: list[Path]) -> list[Path]:

@@ -405,9 +405,103 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a busy 2-core machine more threads spin and run 10x slower)")
     parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda, cuda:1")
+    add_finetune_arguments(parser)
+
+
+# ------------------------------------------------------------------- fine-tuning (--init), docs/a2e.md
+
+# what --init changes in the defaults (a few hundred gentle steps instead of a schedule from scratch)
+FINETUNE_DEFAULTS = {"steps": 300, "lr": 1e-4, "warmup": 20, "val_every": 25, "save_every": 25, "batch": 16,
+                     "patience": 4, "face": "none"}
+TRAIN_DEFAULTS = {"steps": 20000, "lr": 1e-3, "warmup": 500, "val_every": 500, "save_every": 500, "batch": 32,
+                  "patience": 0, "face": "arkit"}
+
+
+def add_finetune_arguments(parser) -> None:
+    parser.add_argument("--init", default=None, metavar="default|CKPT.safetensors",
+                        help="fine-tune from the shipped model ('default') or an A2E checkpoint: keeps its dims, "
+                             "changes the defaults to --steps 300 --lr 1e-4 --batch 16 --val-every 25 --patience 4 "
+                             "--face none, and trains the mouth channels only")
+    parser.add_argument("--freeze-frontend", action="store_true",
+                        help="with --init: keep the audio front-end's weights as they are")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="stop after this many validations without improvement (0: never; --init default 4)")
+    parser.add_argument("--val-tail", type=float, default=0.15,
+                        help="with --init and no 'val' clips: hold out this last fraction of every clip for validation")
+    # None = "not given": the mode (from scratch or --init) picks the value
+    parser.set_defaults(**{k: None for k in TRAIN_DEFAULTS})
+
+
+def resolve_defaults(args) -> None:
+    """Fill the options left unset with the from-scratch or the fine-tuning defaults."""
+    table = FINETUNE_DEFAULTS if getattr(args, "init", None) else TRAIN_DEFAULTS
+    for k, v in table.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
+def init_checkpoint(init: str) -> Path:
+    """'default' -> the shipped models/a2e/default.safetensors; anything else must be an existing .safetensors."""
+    if init == "default":
+        from realtalk_bridge.assets import model_path
+
+        path = model_path("a2e", "default.safetensors")
+    else:
+        path = Path(init)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {init}: no checkpoint at {path}")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"--init {init}: want an A2E .safetensors checkpoint (an .onnx cannot be trained)")
+    return path
+
+
+def split_tail(clips: list[Clip], fraction: float) -> tuple[list[Clip], list[Clip]]:
+    """Each clip -> (its first 1 - fraction, its last fraction), cut on a frame boundary; for early stopping on
+    data the fine-tuning never trained on when the user gave only one video."""
+    if not 0.0 < fraction < 0.9:
+        raise ValueError(f"--val-tail must be in (0, 0.9), got {fraction}")
+    train, val = [], []
+    for c in clips:
+        n = c.expr.shape[0]
+        cut = int(round(n * (1.0 - fraction)))
+        if cut < 8 or n - cut < 8:  # too short to split: train on all of it
+            train.append(c)
+            continue
+        s = cut * FRAME_SAMPLES
+        train.append(Clip(c.id, "train", c.speaker, c.audio[:s], c.expr[:cut], c.identity))
+        val.append(Clip(c.id + "_tail", "val", c.speaker, c.audio[s:], c.expr[cut:], c.identity))
+    return train, val
+
+
+def prepare_finetune(model, meta: dict, names: list[str], train_clips: list[Clip], val_clips: list[Clip],
+                     freeze_frontend: bool) -> None:
+    """Fit the user's data to the checkpoint: same names, its identity size, mouth channels only."""
+    from realtalk_bridge.corpus.teacher import MOUTH_CHANNELS
+
+    if list(meta["names"]) != list(names):
+        raise ValueError("--init: the checkpoint's channel names differ from the dataset's")
+    n_id = model.dims.n_id
+    default_id = np.asarray((meta.get("defaults") or {}).get("identity") or np.zeros(n_id), np.float32)
+    mouth = np.array([n in MOUTH_CHANNELS for n in names])
+    for c in train_clips + val_clips:
+        if c.identity.size != n_id:
+            # prepare writes the face model's shape coefficients; the shipped ARKit model has a fixed identity
+            c.identity = default_id.copy()
+        # eyes, brows, cheeks: the non-verbal module's job, not the audio's (and the shipped model keeps them 0)
+        c.expr = np.where(mouth[None, :], c.expr, 0.0).astype(np.float32)
+    if freeze_frontend:
+        for p in model.frontend.parameters():
+            p.requires_grad_(False)
 
 
 def run(args) -> int:
+    resolve_defaults(args)
+    if args.patience < 0 or args.steps < 1:
+        print("train a2e: --steps must be >= 1 and --patience >= 0", file=sys.stderr)
+        return 2
+    if args.init and args.resume:
+        print("train a2e: --init starts a new run; --resume continues one: pick one", file=sys.stderr)
+        return 2
     try:
         best = train(args)
     except (FileNotFoundError, ValueError) as exc:
@@ -432,6 +526,9 @@ def train(args) -> float:
     val_clips = [c for c in clips if c.split == "val"]
     if not train_clips:
         raise ValueError(f"{args.data}: no clips with split 'train'")
+    init = getattr(args, "init", None)
+    if not val_clips and init:
+        train_clips, val_clips = split_tail(train_clips, args.val_tail)
     if not val_clips:
         print("train a2e: no 'val' clips; validating on training windows", file=sys.stderr)
         val_clips = train_clips
@@ -452,6 +549,16 @@ def train(args) -> float:
         opt = make_optimizer(model, args.lr)
         step, history, best = load_train_state(state_path, opt, rng)
         defaults = meta.get("defaults")
+    elif init:
+        model, meta = load_checkpoint(init_checkpoint(init))
+        prepare_finetune(model, meta, names, train_clips, val_clips, args.freeze_frontend)
+        model.to(device).train()
+        dims = model.dims
+        opt = make_optimizer(model, args.lr)
+        step, history, best = 0, [], math.inf
+        # the user's own frames become the default history (the style prior the runtime uses)
+        defaults = {**(meta.get("defaults") or {}),
+                    **dataset_defaults(train_clips, dims.n_hist, np.random.default_rng(args.seed + 1))}
     else:
         from realtalk_bridge.nets.a2e import parse_overrides
 
@@ -471,12 +578,14 @@ def train(args) -> float:
     # fixed validation windows: comparable from one evaluation to the next
     vrng = np.random.default_rng(12345)
     val_batches = [sample_batch(val_clips, dims, args.batch, vrng) for _ in range(args.val_batches)]
-    extra = lambda s: {"defaults": defaults, "step": s, "data": str(args.data), "config": args.config}  # noqa: E731
+    extra = lambda s: {"defaults": defaults, "step": s, "data": str(args.data), "config": args.config,  # noqa: E731
+                       **({"init": str(init)} if init else {})}
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     log_f = open(out / "log.jsonl", "a")
     running: list[float] = []
+    since_best = 0
 
     def log(s, loss, parts, lr):
         running.append(loss)
@@ -503,11 +612,18 @@ def train(args) -> float:
             log_f.flush()
             prog.console.print(f"step {step}: val loss {val['loss']:.5f}" + (" (best)" if val["loss"] < best else ""))
             if val["loss"] < best:
-                best = val["loss"]
+                best, since_best = val["loss"], 0
                 save_checkpoint(out / "best.safetensors", model, names, layout, extra={**extra(step), "val_loss": best})
+            else:
+                since_best += 1
             if step % args.save_every == 0 or step >= end:
                 save_checkpoint(last, model, names, layout, extra=extra(step))
                 save_train_state(state_path, opt, step, rng, history, best)
             plot_losses(history, out / "loss.png")
+            if args.patience and since_best >= args.patience:
+                prog.console.print(f"early stop at step {step}: no better validation for {since_best} checks")
+                save_checkpoint(last, model, names, layout, extra=extra(step))
+                save_train_state(state_path, opt, step, rng, history, best)
+                break
     log_f.close()
     return best
