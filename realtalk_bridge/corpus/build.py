@@ -356,12 +356,14 @@ def video_targets(expr: np.ndarray) -> np.ndarray:
 
 def add_videos(out: Path, folder: Path, seed: int = 0, max_videos: int | None = None, val_every: int = 10,
                cache: Path | None = None, speaker: str = "grid_s1", license: str | None = None,
-               min_valid: float = 0.9, quiet: bool = False) -> dict:
+               min_valid: float = 0.9, copies: int = 1, quiet: bool = False) -> dict:
     """Append MediaPipe-tracked talking-face videos (targets = what the real face did) to the corpus in `out`.
 
     Videos are taken in a seeded shuffled order (the first `max_videos`); every `val_every`-th of them
     (in name order) goes to "val". Tracks are cached in `cache` (default: `<folder>/../track`).
-    Half of the training clips get the microphone/room/noise chain (no timing change)."""
+    Half of the training clips get the microphone/room/noise chain (no timing change); `copies` > 1 adds
+    that many differently augmented copies of each training video (real-face targets are scarce: this
+    weights them up against the teacher's clips, which the trainer samples uniformly per clip)."""
     from tqdm import tqdm
 
     from realtalk_bridge.corpus import augment as aug
@@ -398,18 +400,21 @@ def add_videos(out: Path, folder: Path, seed: int = 0, max_videos: int | None = 
         # lost frames (rare: under 10 %) take the previous tracked frame
         for i in np.flatnonzero(~valid):
             expr[i] = expr[i - 1] if i > 0 else expr[np.flatnonzero(valid)[0]]
-        audio = tr["audio"][: len(expr) * (SAMPLE_RATE // FPS)]
+        audio0 = tr["audio"][: len(expr) * (SAMPLE_RATE // FPS)]
         split = "val" if v.name in val_names else "train"
-        steps = []
-        if split == "train" and rng.random() < 0.5:
-            audio, steps = aug.augment(audio, rng)
-        clip = Clip(cid, split, speaker, "video", lic, "", {"video": v.name, "targets": "mediapipe", "augment": steps})
-        manifest["clips"].append(write_clip(out, clip, audio, expr))
-        stats["seconds"][split] = round(stats["seconds"][split] + len(audio) / SAMPLE_RATE, 1)
-        src = manifest["sources"].setdefault("video", {"license": lic, "clips": 0})
-        src["clips"] += 1
+        for k in range(copies if split == "train" else 1):
+            audio, steps = audio0, []
+            if split == "train" and (k > 0 or rng.random() < 0.5):
+                audio, steps = aug.augment(audio0, rng)
+            clip = Clip(cid if k == 0 else f"{cid}_c{k}", split, speaker, "video", lic, "",
+                        {"video": v.name, "targets": "mediapipe", "augment": steps})
+            manifest["clips"].append(write_clip(out, clip, audio, expr))
+            stats["seconds"][split] = round(stats["seconds"][split] + len(audio) / SAMPLE_RATE, 1)
+            src = manifest["sources"].setdefault("video", {"license": lic, "clips": 0})
+            src["clips"] += 1
     manifest.setdefault("videos", []).append({"folder": str(folder), "speaker": speaker, "license": lic,
-                                              "max_videos": max_videos, "seed": seed, "val_every": val_every})
+                                              "max_videos": max_videos, "seed": seed, "val_every": val_every,
+                                              "copies": copies})
     mpath.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     return manifest
 
@@ -439,6 +444,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--video-speaker", default="grid_s1", help="speaker name of the --videos clips")
     parser.add_argument("--video-license", default=None, help="licence of the --videos clips (default: GRID's CC-BY-4.0)")
     parser.add_argument("--max-videos", type=int, default=None, help="use the first N videos of a seeded shuffle")
+    parser.add_argument("--video-copies", type=int, default=1,
+                        help="clips per training video (the first as is or augmented, the others augmented)")
     parser.add_argument("--video-cache", type=Path, default=None, help="MediaPipe track cache (default VIDEOS/../track)")
     parser.add_argument("--append-videos", action="store_true",
                         help="only add --videos to the existing corpus in --out (no speech synthesis)")
@@ -461,12 +468,16 @@ def run(args) -> int:
     if args.videos is not None and not args.videos.is_dir():
         print(f"corpus build: --videos {args.videos} is not a folder", file=sys.stderr)
         return 2
+    if not 1 <= args.video_copies <= 10:
+        print("corpus build: --video-copies must be in [1, 10]", file=sys.stderr)
+        return 2
     if args.max_videos is not None and args.max_videos < 1:
         print("corpus build: --max-videos must be >= 1", file=sys.stderr)
         return 2
     if args.append_videos:
         m = add_videos(args.out, args.videos, seed=args.seed, max_videos=args.max_videos, cache=args.video_cache,
-                       speaker=args.video_speaker, license=args.video_license, quiet=args.quiet)
+                       speaker=args.video_speaker, license=args.video_license, copies=args.video_copies,
+                       quiet=args.quiet)
         n = sum(1 for c in m["clips"] if c["source"] == "video")
         print(f"{n} video clips in {args.out}")
         return 0
@@ -488,7 +499,8 @@ def run(args) -> int:
               real_speed_share=args.real_speed_share, pstest=args.holdout_pstest)
     if args.videos is not None:
         m = add_videos(args.out, args.videos, seed=args.seed, max_videos=args.max_videos, cache=args.video_cache,
-                       speaker=args.video_speaker, license=args.video_license, quiet=args.quiet)
+                       speaker=args.video_speaker, license=args.video_license, copies=args.video_copies,
+                       quiet=args.quiet)
     s = m["stats"]["seconds"]
     print(f"{len(m['clips'])} clips, train {s['train'] / 60:.1f} min, val {s['val'] / 60:.1f} min -> {args.out}")
     if m["stats"]["n_skipped"]:
