@@ -419,6 +419,38 @@ def add_videos(out: Path, folder: Path, seed: int = 0, max_videos: int | None = 
     return manifest
 
 
+def retarget(out: Path, quiet: bool = False) -> dict:
+    """Recompute the teacher curves of every speech/noise clip in an existing corpus from its stored phones
+    (`clips/<id>.phones.json`) and style, with the teacher as it is now (e.g. after `corpus calibrate-teacher`).
+    Audio and video clips' targets are untouched; nothing is re-synthesised or re-aligned."""
+    from tqdm import tqdm
+
+    from realtalk_bridge.corpus.teacher import Phone, Style, teacher_curves
+
+    out = Path(out)
+    mpath = out / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    fields = set(Style().to_dict())
+    n = 0
+    for c in tqdm(manifest["clips"], desc="retarget", disable=quiet, mininterval=5):
+        if c.get("source") == "video":
+            continue
+        npz, ph = out / "clips" / f"{c['id']}.npz", out / "clips" / f"{c['id']}.phones.json"
+        with np.load(npz, allow_pickle=False) as z:
+            n_frames, identity = z["expr"].shape[0], z["identity"]
+        phones = [Phone(str(a), float(b), float(e)) for a, b, e in json.loads(ph.read_text())] if ph.exists() else []
+        style = Style(**{k: float(v) for k, v in (c.get("style") or {}).items() if k in fields})
+        expr = teacher_curves(phones, n_frames, FPS, style)
+        tmp = npz.with_suffix(".tmp.npz")
+        np.savez(tmp, expr=expr.astype(np.float32), identity=identity)
+        tmp.replace(npz)  # a new file, never the old inode: corpora made with `cp -al` keep their own targets
+        n += 1
+    manifest["retargeted"] = {"clips": n, "teacher": "realtalk_bridge.corpus.teacher (docs/teacher.md)",
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    mpath.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    return manifest
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
     parser.add_argument("--hours", type=float, default=1.0, help="total audio to build (train + val)")
@@ -449,6 +481,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--video-cache", type=Path, default=None, help="MediaPipe track cache (default VIDEOS/../track)")
     parser.add_argument("--append-videos", action="store_true",
                         help="only add --videos to the existing corpus in --out (no speech synthesis)")
+    parser.add_argument("--retarget", action="store_true",
+                        help="only recompute the teacher curves of the existing corpus in --out from its stored "
+                             "phones (after the teacher changed)")
     parser.add_argument("--holdout-pstest", action="store_true",
                         help="add the two real speakers of Debian pocketsphinx-testdata to the val split (held out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -458,6 +493,13 @@ def run(args) -> int:
     if args.hours <= 0:
         print("corpus build: --hours must be positive", file=sys.stderr)
         return 2
+    if args.retarget:
+        if not (args.out / "manifest.json").is_file():
+            print(f"corpus build: --retarget needs an existing corpus in --out ({args.out})", file=sys.stderr)
+            return 2
+        m = retarget(args.out, quiet=args.quiet)
+        print(f"retargeted {m['retargeted']['clips']} clips in {args.out}")
+        return 0
     if args.append_videos:
         if args.videos is None or not (args.out / "manifest.json").is_file():
             print("corpus build: --append-videos needs --videos DIR and an existing corpus in --out", file=sys.stderr)
