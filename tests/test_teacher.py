@@ -150,12 +150,18 @@ def test_hand_set_calibration_is_the_rules_and_factors_act_where_named():
     st = Style(rest_smile=0.0, lead=0.0)
     base = teacher_curves(ph, n, FPS, st, HAND_SET)
     assert np.array_equal(base, teacher_curves(ph, n, FPS, st, Calibration()))
-    jaw = teacher_curves(ph, n, FPS, st, Calibration(jaw_open_vowels=1.5))
-    aa, uw = frame(0.6), frame(0.5 + 0.36 + 0.12)
-    assert jaw[aa, I["jawOpen"]] > 1.3 * base[aa, I["jawOpen"]]
-    rnd = teacher_curves(ph, n, FPS, st, Calibration(round_vowels=0.5))
-    assert rnd[uw, I["mouthPucker"]] < 0.7 * base[uw, I["mouthPucker"]]
-    assert rnd[aa, I["jawOpen"]] == pytest.approx(base[aa, I["jawOpen"]], abs=1e-6)  # only rounding moved
+    aa, t_, uw = frame(0.6), frame(0.5 + 0.28 + 0.04), frame(0.5 + 0.36 + 0.12)
+    jaw = teacher_curves(ph, n, FPS, st, Calibration(jaw_consonants=2.0))
+    assert jaw[t_, I["jawOpen"]] > 1.1 * base[t_, I["jawOpen"]]
+    # the anchor phones keep their hand-set size: the open vowel's jaw, the rounded vowel's pucker
+    assert jaw[aa, I["jawOpen"]] == pytest.approx(base[aa, I["jawOpen"]], rel=0.1)
+    w = seq(("W", 0.12), ("IY", 0.2))
+    nw = int(w[-1].end * FPS)
+    rnd = teacher_curves(w, nw, FPS, st, Calibration(round_consonants=0.5))
+    w0 = teacher_curves(w, nw, FPS, st, HAND_SET)
+    assert rnd[frame(0.56), I["mouthPucker"]] < 0.7 * w0[frame(0.56), I["mouthPucker"]]
+    assert teacher_curves(ph, n, FPS, st, Calibration(round_consonants=0.5))[uw, I["mouthPucker"]] == \
+        pytest.approx(base[uw, I["mouthPucker"]], abs=1e-6)  # no rounded consonant here: nothing moved
     early = teacher_curves(ph, n, FPS, st, Calibration(lead_shift=0.04))
     assert early[frame(0.5), I["jawOpen"]] != pytest.approx(base[frame(0.5), I["jawOpen"]], abs=1e-3)
 
@@ -165,8 +171,8 @@ def test_calibration_json_is_validated(tmp_path, monkeypatch):
 
     from realtalk_bridge.corpus import teacher as T
 
-    for bad in ({"params": {"lead_shift": 0.5}}, {"params": {"nope": 1.0}}, {"params": {"spread": "x"}},
-                {"params": {"spread": float("nan")}}, {"lead_shift": 0.0}, [1, 2]):
+    for bad in ({"params": {"lead_shift": 0.5}}, {"params": {"nope": 1.0}}, {"params": {"stretch_others": "x"}},
+                {"params": {"stretch_others": float("nan")}}, {"lead_shift": 0.0}, [1, 2]):
         p = tmp_path / "bad.json"
         p.write_text(json.dumps(bad))
         with pytest.raises(ValueError):
@@ -175,7 +181,7 @@ def test_calibration_json_is_validated(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="broken.json"):
         T.load_calibration(tmp_path / "broken.json")
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"params": {"jaw_consonants": 0.8, "lead_shift": 0.01}}))
+    good.write_text(json.dumps({"params": {"jaw_consonants": 0.8, "lead_shift": 0.01}}))  # missing keys: hand-set
     assert T.load_calibration(good) == T.Calibration(jaw_consonants=0.8, lead_shift=0.01)
     # the environment picks the default: a file, or "none" for the hand-set rules
     monkeypatch.setenv(T.CALIBRATION_ENV, str(good))
@@ -203,7 +209,7 @@ def test_fit_recovers_a_known_calibration():
     from realtalk_bridge.corpus import calibrate as C
     from realtalk_bridge.corpus.teacher import HAND_SET, Calibration
 
-    truth = Calibration(jaw_consonants=0.6, round_vowels=1.5, lead_shift=0.02)
+    truth = Calibration(jaw_consonants=0.6, round_consonants=1.6, lead_shift=0.02)
     rng = np.random.default_rng(3)
     keys = ["B", "AA1", "T", "UW1", "S", "IY1", "M", "AO1", "K", "W", "EH1", "SH", "OW1", "N"]
     samples = []
@@ -218,7 +224,7 @@ def test_fit_recovers_a_known_calibration():
     cal, info = C.fit(samples, lam=0.001)
     after = C.score(samples, cal)
     assert after["weighted_r"] > before["weighted_r"] + 0.01 and after["weighted_r"] > 0.97
-    assert cal.jaw_consonants < 0.85 and cal.round_vowels > 1.2 and cal.lead_shift > 0.005
+    assert cal.jaw_consonants < 0.85 and cal.round_consonants > 1.2 and cal.lead_shift > 0.005
     # a strong pull toward the hand-set values keeps them there
     stiff, _ = C.fit(samples, lam=1e4)
     assert all(abs(C.encode(stiff)) < 0.05)
@@ -233,3 +239,14 @@ def test_folds_hold_out_whole_videos():
     assert [0] in f and [1] in f and [2] in f and len(f) == 6
     assert sorted(i for fold in f for i in fold) == list(range(12))
     assert C.pick_evenly(list(range(10)), 3) == [0, 4, 9] and C.pick_evenly([1, 2], 5) == [1, 2]
+
+
+def test_calibrate_command_input_errors(tmp_path, capsys):
+    from realtalk_bridge.cli import main
+
+    rc = main(["corpus", "calibrate-teacher", "--videos", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "c.json")])
+    assert rc == 1 and "none.mp4" in capsys.readouterr().err
+    rc = main(["corpus", "calibrate-teacher", "--videos", str(tmp_path), "--out", str(tmp_path / "c.json"),
+               "--lambda", "-1"])
+    assert rc == 2
+    assert not (tmp_path / "c.json").exists()

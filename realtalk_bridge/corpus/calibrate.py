@@ -6,7 +6,8 @@ MediaPipe FaceLandmarker (the cached tracks of `eval a2e --videos`), and the tea
 compared with the tracked ones at the video's own frame times.
 
 The fit moves only the few parameters of `teacher.Calibration` (onset lead, anticipation / carry-over widths, the
-jaw's width, rounding anticipation, jawOpen targets of four phone classes, rounding and spreading targets), by
+jaw's width, rounding anticipation, jawOpen targets of three phone classes relative to the open vowels, rounding
+of consonants relative to rounded vowels, stretch of the other phones relative to the spread ones), by
 regularised least squares (scipy.optimize.least_squares) toward the hand-set values. The data term compares
 *shapes*: each video's channel is standardised on both sides (so 1 - r is what is minimised), because MediaPipe's
 blendshape scale is not the teacher's ARKit scale and differs between faces and cameras; global amplitude is
@@ -33,9 +34,12 @@ SCORED = {"jawOpen": 2.0, "mouthClose": 0.5, "mouthFunnel": 1.0, "mouthPucker": 
 _PAIRS = {"mouthSmile": ("mouthSmileLeft", "mouthSmileRight")}
 # prior widths: a parameter moves about this much (log-ratio for factors, seconds for the lead) per unit of prior
 PRIOR_SIGMA = {"lead_shift": 0.03, "anticipation": 0.3, "carryover": 0.3, "jaw_width": 0.3, "round_anticipation": 0.3,
-               "jaw_open_vowels": 0.3, "jaw_mid_vowels": 0.3, "jaw_close_vowels": 0.3, "jaw_consonants": 0.4,
-               "round_vowels": 0.4, "round_consonants": 0.4, "spread": 0.4}
+               "jaw_mid_vowels": 0.3, "jaw_close_vowels": 0.3, "jaw_consonants": 0.4, "round_consonants": 0.4,
+               "stretch_others": 0.4}
 DEFAULT_LAMBDA = 0.05
+# the fit may not make the mouth trail the sound: MediaPipe's VIDEO mode smooths landmarks over time, which
+# delays the tracked curves, and a negative lead fitted to that delay would teach late lips
+FIT_BOUNDS = {"lead_shift": (0.0, 0.08)}
 _EPS_STD = 0.01  # keeps standardising a nearly flat channel from blowing up
 
 
@@ -189,7 +193,7 @@ def decode(theta: np.ndarray) -> Calibration:
     for k, x in zip(Calibration.names(), theta):
         v0 = getattr(HAND_SET, k)
         v = v0 + x * PRIOR_SIGMA[k] if k == "lead_shift" else v0 * np.exp(x * PRIOR_SIGMA[k])
-        lo, hi = Calibration.BOUNDS[k]
+        lo, hi = FIT_BOUNDS.get(k, Calibration.BOUNDS[k])
         vals[k] = float(np.clip(v, lo, hi))
     return Calibration(**vals)
 
@@ -197,7 +201,7 @@ def decode(theta: np.ndarray) -> Calibration:
 def _theta_bounds() -> tuple[np.ndarray, np.ndarray]:
     lo, hi = [], []
     for k in Calibration.names():
-        a, b = Calibration.BOUNDS[k]
+        a, b = FIT_BOUNDS.get(k, Calibration.BOUNDS[k])
         v0 = getattr(HAND_SET, k)
         if k == "lead_shift":
             lo.append((a - v0) / PRIOR_SIGMA[k]), hi.append((b - v0) / PRIOR_SIGMA[k])
@@ -238,7 +242,8 @@ def fit(samples: list[Sample], lam: float = DEFAULT_LAMBDA, start: Calibration =
     from scipy.optimize import least_squares
 
     lo, hi = _theta_bounds()
-    x0 = np.clip(encode(start), lo + 1e-6, hi - 1e-6)
+    # strictly inside the bounds (the hand-set lead sits on its fit bound): trf stalls on a start at a bound
+    x0 = np.clip(encode(start), lo + 0.05, hi - 0.05)
     res = least_squares(residuals, x0, jac=_jacobian, args=(samples, lam), bounds=(lo, hi), x_scale=1.0,
                         max_nfev=60)
     return decode(res.x), {"cost": float(res.cost), "nfev": int(res.nfev), "status": int(res.status)}
@@ -271,7 +276,9 @@ def score(samples: list[Sample], cal: Calibration) -> dict:
 def leave_one_out(samples: list[Sample], lam: float) -> list[dict]:
     """For each fold (folds()): fit on the other samples, score the fold before (hand-set) and after."""
     rows = []
-    for idx in folds(samples):
+    all_folds = folds(samples)
+    for k, idx in enumerate(all_folds):
+        print(f"calibrate-teacher: held-out fold {k + 1}/{len(all_folds)}", file=sys.stderr, flush=True)
         held = [samples[i] for i in idx]
         rest = [s for i, s in enumerate(samples) if i not in idx]
         cal, _ = fit(rest, lam)
@@ -285,7 +292,12 @@ def calibrate(samples: list[Sample], lam: float = DEFAULT_LAMBDA, lovo: bool = T
     """The whole report: held-out before/after, the fit on every sample, and the fitted params."""
     if not samples:
         raise ValueError("no usable videos to calibrate on")
+    import time
+
+    t0 = time.perf_counter()
     cal, info = fit(samples, lam)
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"calibrate-teacher: fit on all {len(samples)} videos in {info['seconds']} s", file=sys.stderr, flush=True)
     groups = sorted({s.group for s in samples})
     rep: dict = {"version": 1, "params": cal.to_dict(), "hand_set": HAND_SET.to_dict(), "lambda": lam,
                  "prior_sigma": PRIOR_SIGMA, "scored": SCORED,

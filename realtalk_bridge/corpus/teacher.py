@@ -212,26 +212,29 @@ SPREAD_PHONES = frozenset({"IY", "IH", "EH", "AE", "Y", "S", "Z"})
 
 @dataclass(frozen=True)
 class Calibration:
-    """Multipliers and shifts on the hand-set rules; the defaults reproduce them exactly."""
+    """Multipliers and shifts on the hand-set rules; the defaults reproduce them exactly.
+
+    Targets are scaled *relative to anchor phones that keep their hand-set values* (open vowels for jawOpen,
+    rounded vowels for funnel/pucker, spread phones for stretch/smile): the fit compares shapes, not the ARKit
+    scale, so the absolute size of the articulation stays the hand-set one.
+    """
 
     lead_shift: float = 0.0        # s added to Style.lead
     anticipation: float = 1.0      # x the anticipation widths (before a segment)
     carryover: float = 1.0         # x the carry-over widths (after a segment)
     jaw_width: float = 0.75        # the jaw group's width factor (it follows syllables closely)
     round_anticipation: float = 1.8  # how much further ahead lip rounding is anticipated
-    jaw_open_vowels: float = 1.0   # x jawOpen targets of AA AE AH AO
-    jaw_mid_vowels: float = 1.0    # ... of EH ER AX
+    jaw_mid_vowels: float = 1.0    # x jawOpen targets of EH ER AX (AA AE AH AO stay as set)
     jaw_close_vowels: float = 1.0  # ... of IH IY UH UW
     jaw_consonants: float = 1.0    # ... of every consonant
-    round_vowels: float = 1.0      # x mouthFunnel/mouthPucker targets of UW UH AO ER
-    round_consonants: float = 1.0  # ... of W R SH ZH CH JH
-    spread: float = 1.0            # x mouthStretch/mouthSmile targets of IY IH EH AE Y S Z
+    round_consonants: float = 1.0  # x mouthFunnel/mouthPucker of W R SH ZH CH JH (UW UH AO ER stay as set)
+    stretch_others: float = 1.0    # x mouthStretch/mouthSmile of phones other than IY IH EH AE Y S Z
 
     # (low, high): values outside are refused when loading (and bound the fit)
     BOUNDS = {"lead_shift": (-0.08, 0.08), "anticipation": (0.4, 2.5), "carryover": (0.4, 2.5),
-              "jaw_width": (0.3, 1.5), "round_anticipation": (0.8, 3.0), "jaw_open_vowels": (0.4, 2.5),
-              "jaw_mid_vowels": (0.4, 2.5), "jaw_close_vowels": (0.4, 2.5), "jaw_consonants": (0.3, 3.0),
-              "round_vowels": (0.3, 3.0), "round_consonants": (0.3, 3.0), "spread": (0.3, 3.0)}
+              "jaw_width": (0.3, 1.5), "round_anticipation": (0.8, 3.0), "jaw_mid_vowels": (0.4, 2.5),
+              "jaw_close_vowels": (0.4, 2.5), "jaw_consonants": (0.3, 3.0), "round_consonants": (0.3, 3.0),
+              "stretch_others": (0.3, 3.0)}
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -256,16 +259,16 @@ class Calibration:
         return cls(**vals)
 
     def scale_target(self, key: str, tvec: np.ndarray) -> np.ndarray:
-        jaw = (self.jaw_open_vowels if key in OPEN_VOWELS else self.jaw_mid_vowels if key in MID_VOWELS
+        jaw = (1.0 if key in OPEN_VOWELS else self.jaw_mid_vowels if key in MID_VOWELS
                else self.jaw_close_vowels if key in CLOSE_VOWELS else self.jaw_consonants)
         tvec = tvec.copy()
         tvec[_L["jawOpen"]] *= jaw
-        rnd = self.round_vowels if key in ROUND_VOWELS else self.round_consonants if key in ROUND_CONSONANTS else 1.0
-        tvec[_L["mouthFunnel"]] *= rnd
-        tvec[_L["mouthPucker"]] *= rnd
-        if key in SPREAD_PHONES:
-            tvec[_L["mouthStretch"]] *= self.spread
-            tvec[_L["mouthSmile"]] *= self.spread
+        if key in ROUND_CONSONANTS:
+            tvec[_L["mouthFunnel"]] *= self.round_consonants
+            tvec[_L["mouthPucker"]] *= self.round_consonants
+        if key not in SPREAD_PHONES:
+            tvec[_L["mouthStretch"]] *= self.stretch_others
+            tvec[_L["mouthSmile"]] *= self.stretch_others
         return tvec
 
 
