@@ -45,6 +45,10 @@ def test_manifest_follows_the_contract(corpus):
     total = sum(c["seconds"] for c in m["clips"])
     assert total == pytest.approx(0.012 * 3600, rel=0.35)
     assert m["sources"] and all(v["license"] for v in m["sources"].values())
+    # per source: minutes per split and the speakers (the corpus manifest of docs/corpus.md)
+    for v in m["sources"].values():
+        assert set(v["minutes"]) == {"train", "val"} and v["speakers"] and v["clips"] >= 1
+    assert sum(sum(v["minutes"].values()) for v in m["sources"].values()) == pytest.approx(total / 60, abs=0.05)
 
 
 def test_validation_holds_out_voices_and_the_real_arctic_speaker(corpus):

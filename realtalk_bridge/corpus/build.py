@@ -341,7 +341,25 @@ def build(out: Path, hours: float, seed: int = 0, sdist_dir: Path | None = None,
         "stats": {"seconds": {k: round(v, 1) for k, v in stats["seconds"].items()}, "skipped": stats["skipped"][:50],
                   "n_skipped": len(stats["skipped"])},
     }
+    summarize_sources(manifest)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    return manifest
+
+
+def summarize_sources(manifest: dict) -> dict:
+    """manifest["sources"]: per source its licence, clips, minutes per split and speakers (docs/corpus.md)."""
+    out: dict[str, dict] = {}
+    for c in manifest["clips"]:
+        src = out.setdefault(c["source"], {"license": c["license"], "clips": 0, "minutes": {"train": 0.0, "val": 0.0},
+                                           "speakers": set()})
+        src["clips"] += 1
+        src["minutes"][c["split"]] += float(c.get("seconds", 0.0)) / 60.0
+        sp = c["speaker"]
+        src["speakers"].add(sp.split(":")[0] + ":*" if sp.startswith(("espeak:", "flite:", "festival:")) else sp)
+    for v in out.values():
+        v["minutes"] = {k: round(x, 2) for k, x in v["minutes"].items()}
+        v["speakers"] = sorted(v["speakers"])
+    manifest["sources"] = out
     return manifest
 
 
@@ -415,6 +433,7 @@ def add_videos(out: Path, folder: Path, seed: int = 0, max_videos: int | None = 
     manifest.setdefault("videos", []).append({"folder": str(folder), "speaker": speaker, "license": lic,
                                               "max_videos": max_videos, "seed": seed, "val_every": val_every,
                                               "copies": copies})
+    summarize_sources(manifest)
     mpath.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     return manifest
 
