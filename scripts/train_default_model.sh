@@ -45,9 +45,9 @@ m["clips"] = [c for c in m["clips"] if not c["source"].startswith("asterisk_")]
 m["dropped"] = "Asterisk fr/es/it/ru clips (allphone timing): lowered real-video r, see MODEL_CARD.md"
 json.dump(m, open(p, "w"), indent=1, ensure_ascii=False)
 PYEOF
-        # 2b. real faces: the first 160 GRID s1 videos of a seeded shuffle, MediaPipe-tracked, 3 copies each
+        # 2b. real faces: the first 400 GRID s1 videos of a seeded shuffle, MediaPipe-tracked, 3 copies each
         $PY -m realtalk_bridge corpus build --out "$WORK/corpus/real" --append-videos --videos "$GRID" \
-            --max-videos 160 --video-copies 3 --seed 0
+            --max-videos 400 --video-copies 3 --seed 0
         # 2c. teacher curves from the teacher calibrated against real faces (models/teacher/calibration.json)
         $PY -m realtalk_bridge corpus build --out "$WORK/corpus/real" --retarget
     fi
