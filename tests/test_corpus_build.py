@@ -45,6 +45,10 @@ def test_manifest_follows_the_contract(corpus):
     total = sum(c["seconds"] for c in m["clips"])
     assert total == pytest.approx(0.012 * 3600, rel=0.35)
     assert m["sources"] and all(v["license"] for v in m["sources"].values())
+    # per source: minutes per split and the speakers (the corpus manifest of docs/corpus.md)
+    for v in m["sources"].values():
+        assert set(v["minutes"]) == {"train", "val"} and v["speakers"] and v["clips"] >= 1
+    assert sum(sum(v["minutes"].values()) for v in m["sources"].values()) == pytest.approx(total / 60, abs=0.05)
 
 
 def test_validation_holds_out_voices_and_the_real_arctic_speaker(corpus):
@@ -106,3 +110,21 @@ def test_trainer_reads_the_corpus(corpus):
     manifest, clips = read_dataset(corpus)
     assert len(clips) == len(manifest["clips"])
     assert all(abs(len(c.audio) / SAMPLE_RATE - c.expr.shape[0] / 25) < 0.05 for c in clips)
+
+
+def test_retarget_recomputes_the_teacher_curves_from_stored_phones(corpus, tmp_path):
+    import shutil
+
+    copy = tmp_path / "c"
+    shutil.copytree(corpus, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    speech = next(c for c in m["clips"] if c["source"] != "noise" and (copy / "clips" / f"{c['id']}.phones.json").exists())
+    npz = copy / "clips" / f"{speech['id']}.npz"
+    before = np.load(npz)["expr"]
+    np.savez(npz, expr=np.zeros_like(before), identity=np.zeros(32, np.float32))  # spoil the targets
+    assert main(["corpus", "build", "--out", str(copy), "--retarget", "--quiet"]) == 0
+    after = np.load(npz, allow_pickle=False)["expr"]
+    # same phones, same style, same teacher: the curves come back (to the teacher's float noise)
+    assert after.shape == before.shape and np.max(np.abs(after - before)) < 2e-3
+    assert json.loads((copy / "manifest.json").read_text())["retargeted"]["clips"] >= 1
+    assert main(["corpus", "build", "--out", str(tmp_path / "none"), "--retarget"]) == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtalk_bridge.audio import SAMPLE_RATE
+from realtalk_bridge.audio import SAMPLE_RATE, load_audio
 from realtalk_bridge.corpus import augment, sources
 from realtalk_bridge.corpus.teacher import normalize_phone
 
@@ -130,3 +130,37 @@ def test_speed_perturbation_scales_time_exactly():
     seg = y[int(0.41 * SAMPLE_RATE):int(0.47 * SAMPLE_RATE)]
     f = np.fft.rfftfreq(len(seg), 1 / SAMPLE_RATE)[np.argmax(np.abs(np.fft.rfft(seg)))]
     assert f == pytest.approx(375, abs=20)
+
+
+_FR = sources.ASTERISK_ROOT / sources.ASTERISK_LANGS["fr"][0]
+
+
+@pytest.mark.skipif(not _FR.exists(), reason="Debian asterisk-core-sounds-fr-wav + asterisk-core-sounds-fr not installed")
+def test_allphone_recognition_times_foreign_speech():
+    prompts = {p.name: p for p in sources.asterisk_lang_prompts("fr")}
+    assert len(prompts) > 400  # transcripts parsed, files found
+    audio = load_audio(prompts["agent-loginok"].path)
+    rec = sources.PhoneRecognizer()
+    phones = rec.recognize(audio)
+    _check_phones(audio, phones, 5)
+    assert all(p.label in sources._ARPABET or p.label == "SIL" for p in phones)
+    # the recognised vowels sit on loud audio, the silences on quiet audio
+    vow = [p for p in phones if p.label in ("AA", "AE", "AH", "AO", "EH", "IY", "IH", "OW", "UW", "EY", "AY")]
+    sil = [p for p in phones if p.label == "SIL" and p.end - p.start > 0.05]
+    assert vow and sil
+    v = np.median([_energy_at(audio, (p.start + p.end) / 2) for p in vow])
+    s = np.median([_energy_at(audio, (p.start + p.end) / 2) for p in sil])
+    assert v > 5 * s
+    with pytest.raises(ValueError):
+        rec.recognize(np.zeros(SAMPLE_RATE, np.float32))
+
+
+@pytest.mark.skipif(not sources.PSTEST_DIR.exists(), reason="Debian pocketsphinx-testdata not installed")
+def test_pocketsphinx_testdata_speakers_align():
+    items = sources.pocketsphinx_testdata()
+    assert {i.speaker for i in items} == {"pstest_librivox", "pstest_cards"} and len(items) == 10
+    it = next(i for i in items if i.name.endswith("0880"))  # "he was not an ill disposed young man"
+    audio = load_audio(it.path)
+    phones = sources.Aligner().align(audio, it.text)
+    keys = [normalize_phone(p.label)[0][0] for p in phones if normalize_phone(p.label)[0][0] != "SIL"]
+    assert keys[:3] == ["HH", "IY", "W"]

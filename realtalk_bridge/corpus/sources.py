@@ -328,3 +328,146 @@ def load_arctic(clip_id: str, sdist_dir: Path) -> tuple[np.ndarray, str, list[Ph
         ref = parse_hts_labels(tar.extractfile(lab).read().decode()) if lab else None
     samples, sr = sf.read(io.BytesIO(data), dtype="float32")
     return resample(samples, sr), text, ref
+
+
+# ---------------------------------------------------------------------------------------------
+# More real speakers: Asterisk prompts in other languages (phone timing by allphone recognition)
+# and pocketsphinx's own test recordings (English, with transcripts)
+# ---------------------------------------------------------------------------------------------
+
+ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
+# language: (voice folder, speaker id, licence); Debian asterisk-core-sounds-<lang>-wav (8 kHz wav) with
+# transcripts in asterisk-core-sounds-<lang> (/usr/share/doc/.../core-sounds-<lang>.txt.gz)
+ASTERISK_LANGS = {
+    "fr": ("fr_CA_f_June", "asterisk_june", "CC-BY-SA-3.0 (Asterisk core sounds fr, June Wallack)"),
+    "es": ("es_MX_f_Allison", "asterisk_allison", "CC-BY-SA-3.0 (Asterisk core sounds es, Allison Smith)"),
+    "it": ("it_IT_m_Carlo", "asterisk_carlo", "CC-BY-3.0 (Asterisk core sounds it, Carlo Flora)"),
+    "ru": ("ru_RU_f_IvrvoiceRU", "asterisk_ivrvoiceru", "CC-BY-3.0 (Asterisk core sounds ru, Maxim Topal / ivrvoice.ru)"),
+}
+
+
+def asterisk_lang_prompts(lang: str, root: Path = ASTERISK_ROOT, doc: Path = Path("/usr/share/doc")) -> list[Prompt]:
+    """Prompts of one Asterisk language that have a transcript line (the text is kept for the manifest only:
+    timing comes from allphone recognition, which needs no dictionary of that language)."""
+    folder, _speaker, _lic = ASTERISK_LANGS[lang]
+    transcripts = doc / f"asterisk-core-sounds-{lang}" / f"core-sounds-{lang}.txt.gz"
+    if not transcripts.exists() or not (root / folder).exists():
+        return []
+    out = []
+    for line in gzip.open(transcripts, "rt", encoding="utf-8-sig", errors="replace"):
+        m = re.match(r"^([\w/-]+):\s*(.+)$", line.strip())
+        if not m or m.group(2).startswith("["):
+            continue
+        p = root / folder / (m.group(1) + ".wav")
+        if p.exists():
+            out.append(Prompt(m.group(1), p, m.group(2)))
+    return out
+
+
+class PhoneRecognizer:
+    """pocketsphinx allphone decoding (en-us acoustic model + its phone language model): timed phones for
+    speech in any language, no transcript needed. Lip shapes follow the phone class (open vowel, rounded
+    vowel, bilabial closure, ...) far more than the language, so English phone labels are a usable target."""
+
+    def __init__(self):
+        import os
+
+        import pocketsphinx
+        from pocketsphinx import Decoder
+
+        lm = os.path.join(pocketsphinx.get_model_path(), "en-us", "en-us-phone.lm.bin")
+        # lw 2, wide beams: the settings CMU Sphinx documents for phoneme recognition
+        self.decoder = Decoder(allphone=lm, lw=2.0, beam=1e-20, pbeam=1e-20, samprate=SAMPLE_RATE, loglevel="FATAL")
+
+    def recognize(self, audio: np.ndarray) -> list[Phone]:
+        pad = np.concatenate([np.zeros(int(_PAD_BEFORE * SAMPLE_RATE)), audio, np.zeros(int(_PAD_AFTER * SAMPLE_RATE))])
+        pcm = (np.clip(pad, -1, 1) * 32767).astype(np.int16).tobytes()
+        d = self.decoder
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        phones = []
+        dur = len(audio) / SAMPLE_RATE
+        for seg in d.seg():
+            start = seg.start_frame * 0.01 - _PAD_BEFORE
+            end = min((seg.end_frame + 1) * 0.01 - _PAD_BEFORE, dur)  # the padding is not the clip's
+            if end <= 0 or start >= dur:
+                continue
+            label = seg.word if seg.word in _ARPABET else "SIL"  # +NOISE+, +SPN+, <sil> ... are silence to the lips
+            phones.append(Phone(label, max(start, 0.0), max(end, 0.0)))
+        if not any(p.label != "SIL" for p in phones):
+            raise ValueError("allphone decoding found no speech")
+        return phones
+
+
+_ARPABET = set("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z "
+               "ZH".split())
+
+PSTEST_DIR = Path("/usr/share/pocketsphinx/test/data")
+PSTEST_LICENSE = ("BSD-2-Clause (Debian pocketsphinx-testdata, CMU); the librivox clips are from a LibriVox "
+                  "public-domain recording")
+
+
+@dataclass
+class SpeakerPrompt:
+    name: str
+    path: Path
+    text: str
+    speaker: str
+
+
+def pocketsphinx_testdata(root: Path = PSTEST_DIR) -> list[SpeakerPrompt]:
+    """The transcribed 16 kHz English recordings in Debian `pocketsphinx-testdata`: five LibriVox sentences
+    (one reader) and five card-name utterances (another speaker)."""
+    out = []
+    for sub, speaker in (("librivox", "pstest_librivox"), ("cards", "pstest_cards")):
+        tr = root / sub / ("transcription" if sub == "librivox" else "cards.transcription")
+        if not tr.exists():
+            continue
+        for line in tr.read_text(errors="replace").splitlines():
+            m = re.match(r"^<s>(.*)</s>\s*\(([\w.-]+)\)\s*$", line.strip())
+            if not m:
+                continue
+            p = root / sub / (m.group(2) + ".wav")
+            if p.exists():
+                out.append(SpeakerPrompt(f"{sub}_{m.group(2)}", p, m.group(1).strip(), speaker))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Real talking-face video with a clear licence: MediaPipe-tracked blendshapes as targets
+# ---------------------------------------------------------------------------------------------
+
+GRID_LICENSE = ("CC-BY-4.0 (GRID audio-visual corpus, Cooke, Barker, Cunningham & Shao 2006, "
+                "zenodo.org/records/3625687)")
+
+
+def track_video(path: Path, cache_dir: Path | None = None) -> dict:
+    """A talking-face video -> {"audio" (S,) 16 kHz, "expr" (n, 52) ARKit blendshapes at 25 fps, "valid" (n,),
+    "gap" (n,) inner-lip gap over face height}, n = S // 640 (the corpus's frame grid).
+
+    Tracking is `eval a2e`'s (MediaPipe FaceLandmarker at the container's frame timestamps, so variable frame
+    rates are read at their real times); here each 25 fps grid frame takes the nearest video frame (no
+    blending of tracked and lost frames). With `cache_dir` the result is stored as `<stem>.npz` and reused."""
+    from realtalk_bridge.eval.a2e import track_video as eval_track
+    from realtalk_bridge.eval.a2e import video_audio
+
+    path = Path(path)
+    cache = Path(cache_dir) / f"{path.stem}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            return {k: z[k] for k in ("audio", "expr", "valid", "gap")}
+    tr = eval_track(path, None)
+    audio = video_audio(path)
+    t = np.asarray(tr["t"], np.float64)
+    n = int(len(audio) // (SAMPLE_RATE // 25))
+    grid = np.arange(n) / 25.0
+    idx = np.clip(np.searchsorted(t, grid - 0.5 / 25.0), 0, len(t) - 1)
+    expr, gap = tr["blendshapes"][idx], tr["lip_gap"][idx]
+    valid = tr["valid"][idx] & (np.abs(t[idx] - grid) < 0.06) & np.isfinite(gap)
+    out = {"audio": audio.astype(np.float32), "expr": np.where(valid[:, None], expr, 0.0).astype(np.float32),
+           "valid": valid, "gap": np.nan_to_num(gap).astype(np.float32)}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **out)
+    return out
