@@ -51,15 +51,6 @@ def osc():
     r.close()
 
 
-@pytest.fixture
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(2.0)
-    yield s
-    s.close()
-
-
 def frame_weights() -> np.ndarray:
     return RNG.uniform(0.0, 1.0, 52).astype(np.float32)
 

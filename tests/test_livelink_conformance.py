@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import math
-import socket
 import struct
 
 import numpy as np
 import pytest
 from pylivelinkface import FaceBlendShape, PyLiveLinkFace
+
+from _bridge_util import sink_datagrams
 
 from realtalk_bridge.bridges.livelink import LiveLinkSink
 from realtalk_bridge.face.arkit import ARKIT_INDEX, ARKIT_NAMES
@@ -25,25 +26,8 @@ RNG = np.random.default_rng(11111)
 N_CURVES = 61  # EARFaceBlendShape::MAX: 52 ARKit + head yaw/pitch/roll + left/right eye yaw/pitch/roll
 
 
-@pytest.fixture
-def rx():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(2.0)
-    yield s
-    s.close()
-
-
-def send(rx, frames, **kw) -> list[bytes]:
-    sink = LiveLinkSink("127.0.0.1", rx.getsockname()[1], **kw)
-    out = []
-    try:
-        for seq, (t, w, pose) in enumerate(frames):
-            sink.send("mic", seq, t, ARKIT_NAMES, w, pose)
-            out.append(rx.recv(65536))
-    finally:
-        sink.close()
-    return out
+def send(udp, frames, **kw) -> list[bytes]:
+    return sink_datagrams(LiveLinkSink("127.0.0.1", udp.getsockname()[1], **kw), udp, frames, ARKIT_NAMES)
 
 
 # ---------------------------------------------------------------- Unreal's receiver (port)
@@ -111,11 +95,11 @@ def curve_names() -> list[str]:
     return [FaceBlendShape(i).name for i in range(N_CURVES)]
 
 
-def test_unreal_receiver_accepts_our_packets_and_names_the_curves(rx):
+def test_unreal_receiver_accepts_our_packets_and_names_the_curves(udp):
     w = RNG.uniform(0, 1, 52).astype(np.float32)
     pose = np.array([0.1, -0.3, 0.05, 0, 0, 0], np.float32)  # pitch, yaw, roll (rad)
     frames = [(t, w, pose) for t in (0.0, 1 / 60, 2.5125, 3600.0)]
-    for (t, _, _), data in zip(frames, send(rx, frames, subject="Avatar01")):
+    for (t, _, _), data in zip(frames, send(udp, frames, subject="Avatar01")):
         for tchar in (2, 4):
             got = unreal_receive(data, tchar)
             assert got is not None, f"Unreal drops the packet (TCHAR={tchar})"
@@ -151,14 +135,14 @@ def test_unreal_receiver_drops_what_it_should():
 # ---------------------------------------------------------------- PyLiveLinkFace
 
 
-def test_pylivelinkface_decodes_every_packet(rx):
+def test_pylivelinkface_decodes_every_packet(udp):
     frames = []
     for i in range(5):
         w = RNG.uniform(0, 1, 52).astype(np.float32)
         w[ARKIT_INDEX["eyeLookUpLeft"]], w[ARKIT_INDEX["eyeLookDownLeft"]] = 0.6, 0.0
         w[ARKIT_INDEX["eyeLookInLeft"]], w[ARKIT_INDEX["eyeLookOutLeft"]] = 0.5, 0.0
         frames.append((i / 60, w, np.array([0.02 * i, 0.4, -0.1, 0.01, 0, 0], np.float32)))
-    for i, ((t, w, pose), data) in enumerate(zip(frames, send(rx, frames))):
+    for i, ((t, w, pose), data) in enumerate(zip(frames, send(udp, frames))):
         ok, face = PyLiveLinkFace.decode(data)
         assert ok and face._version == 6 and face.name == "RealTalk" and face.fps == 60 and face._denominator == 1
         assert face.uuid.startswith("$") and len(face.uuid) == 37  # its reading of our 36-byte id + length byte

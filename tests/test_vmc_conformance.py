@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
 import struct
 import subprocess
 from pathlib import Path
@@ -25,6 +24,8 @@ import pytest
 from osc4py3.oscbuildparse import OSCBundle, OSCMessage, decode_packet
 from vmcp import events as vmcp_events
 from vmcp.typing import Bone, ModelState
+
+from _bridge_util import sink_datagrams
 
 from realtalk_bridge.bridges.vmc import VMCSink, euler_to_quat
 from realtalk_bridge.face.arkit import ARKIT_INDEX, ARKIT_NAMES
@@ -42,26 +43,9 @@ VRM1_PRESETS = ("happy", "angry", "sad", "relaxed", "surprised", "aa", "ih", "ou
 PERFECT_SYNC_CLIPS = tuple(n[0].upper() + n[1:] for n in ARKIT_NAMES)
 
 
-@pytest.fixture
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(2.0)
-    yield s
-    s.close()
-
-
 def send_frames(udp, frames, **sink_kw) -> list[bytes]:
     """frames: (t, weights, pose) -> the datagrams one VMCSink sent for them."""
-    sink = VMCSink("127.0.0.1", udp.getsockname()[1], **sink_kw)
-    out = []
-    try:
-        for seq, (t, w, pose) in enumerate(frames):
-            sink.send("mic", seq, t, ARKIT_NAMES, w, pose)
-            out.append(udp.recv(65536))
-    finally:
-        sink.close()
-    return out
+    return sink_datagrams(VMCSink("127.0.0.1", udp.getsockname()[1], **sink_kw), udp, frames, ARKIT_NAMES)
 
 
 def weights(**kw) -> np.ndarray:
