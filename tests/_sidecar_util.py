@@ -12,9 +12,27 @@ HELLO_WAV = ROOT / "examples" / "speech" / "hello.wav"
 DEFAULT_MODEL = ROOT / "models" / "a2e" / "default.onnx"
 
 
+DEFAULT_CKPT = ROOT / "models" / "a2e" / "default.safetensors"
+
+
 @pytest.fixture(scope="session")
-def a2e_model(request) -> Path:
-    """The shipped model when present, else the real tiny model the A2E tests train (tiny_a2e_onnx)."""
+def a2e_model(request, tmp_path_factory) -> Path:
+    """A float model for the sidecar tests: the shipped checkpoint exported without --int8 (the shipped int8
+    .onnx rounds each batch's activations together, which would blur the exact stream == bake equalities these
+    tests check; tests/test_a2e_export.py and test_default_model.py cover the int8 file), else the shipped
+    .onnx, else the real tiny model the A2E tests train (tiny_a2e_onnx)."""
+    if DEFAULT_CKPT.is_file():
+        try:
+            from realtalk_bridge.runtime.export import export_checkpoint
+        except ImportError:
+            pass
+        else:
+            out = tmp_path_factory.mktemp("a2e-float") / "default-float32.onnx"
+            try:
+                export_checkpoint(DEFAULT_CKPT, out)
+                return out
+            except ImportError:  # no torch: the shipped file
+                pass
     if DEFAULT_MODEL.is_file():
         return DEFAULT_MODEL
     return request.getfixturevalue("tiny_a2e_onnx")

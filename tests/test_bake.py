@@ -98,8 +98,13 @@ def test_write_track_is_atomic_when_the_disk_fills(monkeypatch, tmp_path):
 
 
 def test_offline_inference_never_returns_nan(runtime):
-    """Finite but huge float samples overflow inside the model: an error, not an all-NaN track (SPEC section 1)."""
-    with pytest.raises(ValueError, match="NaN or inf"):
-        bake_array(runtime, np.full(16000, 3e38, np.float32))
+    """Finite but huge float samples can overflow inside the model: then an error, never an all-NaN track
+    (SPEC section 1). (An int8 model saturates instead: finite coefficients in range.)"""
+    try:
+        t, w = bake_array(runtime, np.full(16000, 3e38, np.float32))
+    except ValueError as exc:
+        assert "NaN or inf" in str(exc)
+    else:
+        assert np.all(np.isfinite(w)) and w.min() >= 0 and w.max() <= 1
     t, w = bake_array(runtime, np.full(16000, 0.5, np.float32))
     assert np.all(np.isfinite(w)) and len(w) == 30

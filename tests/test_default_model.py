@@ -116,8 +116,10 @@ def test_ten_minute_file_bakes(rt, speech, tmp_path):
     assert np.all(np.isfinite(y)) and y.min() > -0.2 and y.max() < 1.2
     jaw = y[:, list(rt.names).index("jawOpen")]
     last = (len(long) // len(audio)) - 1  # the last whole repetition
-    # the last repetition moves like the second one: no drift or state over a long file
-    assert np.abs(jaw[n:2 * n] - jaw[last * n:(last + 1) * n]).max() < 1e-4
+    # the last repetition moves like the second one: no drift or state over a long file (int8 weights:
+    # onnxruntime quantizes each batch's activations together, so windows in other batches differ ~1e-2)
+    tol = 0.03 if rt.precision == "int8" else 1e-4
+    assert np.abs(jaw[n:2 * n] - jaw[last * n:(last + 1) * n]).max() < tol
 
 
 def test_model_card_numbers_match_the_eval_report():

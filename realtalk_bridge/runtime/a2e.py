@@ -78,6 +78,7 @@ class A2ERuntime:
         self.dims: dict = meta["dims"]
         self.names: list[str] = list(meta["names"])
         self.layout: str = meta["layout"]
+        self.precision: str = meta.get("precision", "float32")  # or "int8" (export a2e --int8)
         self.provider: str = self.session.get_providers()[0]
         self.sample_rate: int = int(meta["sample_rate"])
         self.fps: int = int(meta["fps"])  # model frame rate (25)
