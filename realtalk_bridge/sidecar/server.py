@@ -49,6 +49,10 @@ MAX_QUEUED_AUDIO_S = 3.0  # per client: audio received but not yet through the A
 MAX_LAG_S = 0.3  # a live stream's audio older than this when the engine gets to it is dropped (`lagging`)
 MAX_WINDOWS_PER_TICK = 4  # per live stream and engine tick (160 ms of audio): one busy stream cannot make a tick long
 MAX_PACE_DELAY_S = 0.02  # frame pacing never holds a frame more than this past its audio time + look-ahead
+PACE_DECAY_S = 0.00003  # the pacing delay creeps down this much per frame (0.9 ms per second at 30 fps)
+ANCHOR_SLEW_S = 0.0002  # the audio clock moves earlier by at most this per push (unless ANCHOR_JUMP_S early)
+ANCHOR_JUMP_S = 0.01
+ANCHOR_CREEP = 0.001  # ... and later by at most this fraction of the time since the last push (clock drift)
 COALESCE_S = 0.005  # with several streams an engine tick starts at most this often (bigger batches)
 TICK_BUDGET_S = 0.03  # model time per engine tick: frames of live streams are never held up longer
 MAX_BULK_WINDOWS_PER_TICK = 1  # a stream fed ahead of real time goes one window per tick: live streams come first
@@ -201,7 +205,7 @@ class StreamState:
     last_due: float = 0.0  # monotonic time of the latest frame scheduled (frames leave in order)
     dropped_s: float = 0.0
     closed: bool = False
-    lateness: deque = field(default_factory=lambda: deque(maxlen=50))  # s after audio time + look-ahead
+    pace: float = 0.0  # s: how long after audio time + look-ahead this stream's frames leave (_pace_delay)
 
     def info(self, layout: str) -> dict:
         return {"stream": self.stream, "source": self.source, "fps": float(self.fps),
@@ -717,12 +721,17 @@ class Server:
         if x.size:
             st.last_audio = now  # (empty pushes do not keep a stream alive)
         st.samples_raw += len(x)
-        # the audio clock for frame pacing: the lowest delay seen, allowed to creep up 1 % of the time
+        # the audio clock for frame pacing: the lowest delay seen, allowed to creep up (ANCHOR_CREEP)
         cand = now - st.samples_raw / st.sample_rate
-        if st.anchor is None or cand < st.anchor:
+        # (slew-limited both ways: a push that arrives a few ms early or late moves the frames' schedule by
+        # at most ANCHOR_SLEW_S, so one client's network jitter does not show as frame-interval jitter; a
+        # client more than ANCHOR_JUMP_S ahead, e.g. a bulk push, moves it at once)
+        if st.anchor is None or cand < st.anchor - ANCHOR_JUMP_S:
             st.anchor = cand
+        elif cand < st.anchor:
+            st.anchor = max(cand, st.anchor - ANCHOR_SLEW_S)
         else:
-            st.anchor = min(cand, st.anchor + 0.01 * (now - st.anchor_at))
+            st.anchor = min(cand, st.anchor + ANCHOR_CREEP * (now - st.anchor_at))
         st.anchor_at = now
         # how far the client is ahead of real time (a bulk push, a test): such audio is never shed, the
         # queued-audio quota holds its pushes back instead
@@ -897,13 +906,12 @@ class Server:
     @staticmethod
     def _pace_delay(st: StreamState, late: float) -> float:
         """How much later than its audio time + look-ahead a frame of this stream leaves: what its frames
-        need anyway (audio arrives in chunks, then the model runs), measured over its last 50 frames (the
-        90th percentile, at most MAX_PACE_DELAY_S: one 20 ms audio chunk). A steady delay keeps frames evenly
-        spaced; a frame later than that leaves at once."""
-        st.lateness.append(late)
-        if len(st.lateness) < 5:
-            return 0.0
-        return float(min(MAX_PACE_DELAY_S, max(0.0, np.quantile(np.fromiter(st.lateness, float), 0.9))))
+        need anyway (audio arrives in chunks, then the model runs). A frame later than the delay raises it
+        to its own lateness (at most MAX_PACE_DELAY_S, one 20 ms audio chunk); otherwise the delay creeps
+        down by PACE_DECAY_S per frame. A delay that changes by microseconds keeps the frames evenly spaced
+        (a quantile over recent frames moved by milliseconds as frames entered and left its window)."""
+        st.pace = min(MAX_PACE_DELAY_S, late if late > st.pace else max(0.0, st.pace - PACE_DECAY_S))
+        return st.pace
 
     def _publish_event(self, sid: str, name: str, t: float | None = None, message: str | None = None,
                        after: StreamState | None = None) -> None:
