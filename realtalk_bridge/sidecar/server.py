@@ -65,7 +65,7 @@ REFUSE_LINGER_S = 0.2  # after the `busy` reply to an over-limit connection, tim
 # bursts, the io loop's share of the GIL and other processes. 0.8 keeps the kept streams' p95 on target.
 ADMIT_CAPACITY = 0.8
 MODEL_FPS = 25  # model windows per second every stream needs, whatever its output fps (runtime.a2e)
-ADMIT_MIN_WINDOWS = 50  # before the engine has run this many windows nothing is measured: admit freely
+ADMIT_MIN_WINDOWS = 25  # windows the engine runs before it measures (cold start left out); till then admit freely
 ADMIT_PERIOD_S = 0.5  # the cost estimate is refreshed from the engine's totals this often
 SERVER_STREAMS = ("mic", "file")
 LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$")
@@ -314,7 +314,9 @@ class Server:
         `.set_emotion(name, strength)` (face/nonverbal.NonVerbal).
     Limits (SPEC section 6): max_message_bytes caps control ops and push_audio (never above their own
     limits), max_bake_bytes / max_bake_s the bake uploads; max_streams / max_streams_per_client /
-    max_queued_s are the quotas; max_lag_s is how stale live audio may get before it is dropped.
+    max_queued_s are the quotas; max_lag_s is how stale live audio may get before it is dropped;
+    max_connections caps the connections per socket; admit_capacity is the share of the engine thread that
+    admission fills (ADMIT_CAPACITY).
     curve_clients: z85 public keys allowed to connect (ZAP); None accepts any key that knows the server's.
     """
 
@@ -327,9 +329,11 @@ class Server:
                  max_streams: int = MAX_PUSH_STREAMS, max_streams_per_client: int = MAX_STREAMS_PER_CLIENT,
                  max_queued_s: float = MAX_QUEUED_AUDIO_S, max_lag_s: float = MAX_LAG_S,
                  curve_clients: list | None = None, insecure: bool = False, pacing: bool = True,
-                 max_connections: int = MAX_CONNECTIONS):
+                 max_connections: int = MAX_CONNECTIONS, admit_capacity: float = ADMIT_CAPACITY):
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or not 1 <= max_connections <= 65536:
             raise ValueError(f"max_connections must be an integer in 1..65536, got {max_connections!r}")
+        if not 0 < admit_capacity <= 1:
+            raise ValueError(f"admit_capacity must be in (0, 1], got {admit_capacity!r}")
         for ep in (pub, ctl):
             check_endpoint(ep)
         if pub == ctl and not pub.endswith((":*", ":0")):
@@ -370,7 +374,7 @@ class Server:
         self.max_control_bytes = min(limit, m.MAX_CONTROL_BYTES)
         self.max_streams, self.max_streams_per_client = int(max_streams), int(max_streams_per_client)
         self.max_queued_s, self.max_lag_s = float(max_queued_s), float(max_lag_s)
-        self.max_connections = max_connections
+        self.max_connections, self.admit_capacity = max_connections, float(admit_capacity)
         self.pacing = pacing
         self.curve_secret_key = curve_secret_key
         self.curve_clients = list(curve_clients) if curve_clients else None
@@ -906,8 +910,9 @@ class Server:
 
     def _account(self, model_s: float, other_s: float, n_win: int, now: float) -> None:
         """Engine totals -> the admission estimate per model window (model time, and the engine's other work:
-        ticks that run no window still take audio and publish). Refreshed every ADMIT_PERIOD_S once at least
-        ADMIT_MIN_WINDOWS windows have run, as a 50/50 blend with the previous estimate."""
+        ticks that run no window still take audio and publish). Refreshed every ADMIT_PERIOD_S, as a 50/50
+        blend with the previous estimate, from the first period that starts after ADMIT_MIN_WINDOWS windows
+        (the first onnxruntime calls of a fresh sidecar are slow and would overstate the cost)."""
         acc = self._acc
         acc[0] += model_s
         acc[1] += other_s
@@ -916,7 +921,7 @@ class Server:
         if now - self._acc_wall < ADMIT_PERIOD_S or not acc[2]:
             return
         win, over = acc[0] / acc[2], acc[1] / acc[2]
-        if self._acc_windows >= ADMIT_MIN_WINDOWS:
+        if self._acc_windows - acc[2] >= ADMIT_MIN_WINDOWS:
             if self._cost_window is None:
                 self._cost_window, self._cost_overhead = win, over
             else:
@@ -1208,7 +1213,7 @@ class Server:
         """Why a new stream would not get real-time service now, or None: the measured cost of all streams
         plus the new one past ADMIT_CAPACITY of the engine thread, the engine busy over 90 % of the time, or
         a stream that shed stale audio in the last 2 s."""
-        why = admission_refusal(len(self.streams), self._cost_window, self._cost_overhead)
+        why = admission_refusal(len(self.streams), self._cost_window, self._cost_overhead, self.admit_capacity)
         if why:
             return why
         if self._load > 0.9:
