@@ -99,8 +99,9 @@ def check_endpoint(endpoint) -> str:
 
 def engine_share(n_streams: int, window_s: float, overhead_s: float, windows_per_s: float = MODEL_FPS) -> float:
     """Fraction of the single engine thread that n streams need: each runs `windows_per_s` model windows a
-    second, each window costing `window_s` of batched model time plus `overhead_s` of the engine's own Python
-    work (taking audio, post-processing and scheduling frames), both measured per window."""
+    second, each window costing `window_s` of batched model time plus `overhead_s` of Python work (the
+    engine's: taking audio, post-processing and scheduling frames; the io loop's: receiving pushes, sending
+    frames), both measured per window."""
     return n_streams * windows_per_s * (window_s + overhead_s)
 
 
@@ -405,6 +406,7 @@ class Server:
         self._acc_windows = 0
         self._cost_window: float | None = None
         self._cost_overhead: float | None = None
+        self._io_busy = 0.0  # seconds the io loop worked (not waiting in poll) since the engine last took it
         self._rr = 0
         self._lag_wall = -1e9  # last time a live stream had to shed audio
         self._conns: dict[int, int] = {}  # fd -> generation (the connection that sent a request)
@@ -544,6 +546,7 @@ class Server:
         for w in workers:
             w.start()
         self._ready.set()
+        t_woke = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -553,7 +556,9 @@ class Server:
                     next_beat = now + self.heartbeat_s
                 due = self._next_due()
                 wait = min(next_beat, due if due is not None else next_beat) - now
+                self._io_busy += time.monotonic() - t_woke  # the io loop's work (admission estimate)
                 poller.poll(max(0, min(100, int(wait * 1000))))
+                t_woke = time.monotonic()
                 self._publish_due()
                 for _ in range(64):
                     if not self._poll_once(self.monitor, self._on_monitor):
@@ -909,13 +914,16 @@ class Server:
             self._ring()
 
     def _account(self, model_s: float, other_s: float, n_win: int, now: float) -> None:
-        """Engine totals -> the admission estimate per model window (model time, and the engine's other work:
-        ticks that run no window still take audio and publish). Refreshed every ADMIT_PERIOD_S, as a 50/50
+        """Engine totals -> the admission estimate per model window: model time, and the overhead: the engine's
+        other work (ticks that run no window still take audio and publish) plus the io loop's work (receiving
+        pushes, sending frames). Both threads hold the GIL for their Python work and the model runs between
+        them, so the overhead counts in full against the one engine thread: a conservative sum. Refreshed every ADMIT_PERIOD_S, as a 50/50
         blend with the previous estimate, from the first period that starts after ADMIT_MIN_WINDOWS windows
         (the first onnxruntime calls of a fresh sidecar are slow and would overstate the cost)."""
         acc = self._acc
+        io_s, self._io_busy = self._io_busy, 0.0  # (a float swapped under the GIL: a lost increment is harmless)
         acc[0] += model_s
-        acc[1] += other_s
+        acc[1] += other_s + io_s
         acc[2] += n_win
         self._acc_windows += n_win
         if now - self._acc_wall < ADMIT_PERIOD_S or not acc[2]:
@@ -1108,7 +1116,8 @@ class Server:
         return {"control_bytes": self.max_control_bytes, "push_bytes": self.max_push_bytes,
                 "push_seconds": m.MAX_PUSH_SECONDS, "bake_bytes": self.max_bake_bytes,
                 "bake_seconds": self.max_bake_s, "streams": self.max_streams,
-                "streams_per_client": self.max_streams_per_client, "queued_audio_seconds": self.max_queued_s}
+                "streams_per_client": self.max_streams_per_client, "queued_audio_seconds": self.max_queued_s,
+                "connections": self.max_connections}
 
     # --- control requests ---------------------------------------------------------------------
 
