@@ -560,7 +560,8 @@ def plot_streams(result: dict, path: Path) -> None:
     ax.set_xlabel("streams asking to open (one subscriber each); latency of the kept ones")
     ax.set_ylabel("audio-in to frame-out latency (ms)")
     ax.set_title(f"sidecar e2e: p95 vs streams, {result['fps']} fps, look-ahead {result['lookahead_ms']:g} ms, "
-                 f"cpu-load {result['cpu_load']}\nmax streams in real time: {result['max_streams_realtime']}",
+                 f"cpu-load {result['cpu_load']}\nmax streams in real time: {result['max_streams_realtime']}; "
+                 f"admitted streams on target in every round: {result.get('kept_meet_target_all')}",
                  fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
