@@ -236,7 +236,8 @@ def run_bench(model, audio_path, fps, lookahead_ms, chunk_ms, soak=False, durati
     chunk = int(16000 * chunk_ms / 1000)
     n_push = clients if soak else 1
     n_sub = subscribers if soak else 1
-    with (External(*endpoints) if endpoints else Sidecar(model, fps, lookahead_ms)) as sc:
+    extra = ("--max-connections", str(max(64, n_push + n_sub + 8)))  # (`--subscribers 100`: all connect)
+    with (External(*endpoints) if endpoints else Sidecar(model, fps, lookahead_ms, extra)) as sc:
         with Client(sc.ctl, timeout=10) as c:
             info = c.hello()
         collectors = [Collector(sc.pub, info["layouts"]) for _ in range(n_sub)]

@@ -421,6 +421,7 @@ class Server:
         self._pub_req, self._ctl_req = pub, ctl
         self.pub_endpoint = self.ctl_endpoint = None
         self._bind()
+        _check_descriptors(max_connections)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -727,7 +728,9 @@ class Server:
     # sidecar: shutdown(2) on a duplicate of the descriptor, so ZeroMQ's own I/O thread sees the connection
     # end, closes its descriptor and reports DISCONNECTED (the sidecar never closes a descriptor ZeroMQ owns).
     # On the control socket up to MAX_REFUSING of them stay open up to HANDSHAKE_S so that their first
-    # request is answered `busy` (an honest client learns why); the rest are closed at once.
+    # request is answered `busy` (an honest client learns why); the rest are closed at once. Closing happens
+    # after the io loop has read the pending monitor events, so a descriptor ZeroMQ has closed and reused for
+    # a newer connection meanwhile is no longer listed under the old one (its DISCONNECTED came first).
 
     def _check_limit(self, fd, n: int, refusing: dict, what: str) -> None:
         if n <= self.max_connections or fd is None or fd < 0:
@@ -1487,6 +1490,20 @@ class Server:
             raise m.ProtocolError("internal", "bake: the model produced non-finite values; nothing was returned")
         return m.reply_ok(req, fps=fps, layout=self.layout, names=self.names, n_frames=int(len(w)),
                           t0=0.0, w=m.pack_f32(w))
+
+
+def _check_descriptors(max_connections: int) -> None:
+    """Warn when the process may run out of descriptors before the connection limit holds them back."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return  # (Windows: no such limit to read)
+    need = 2 * (max_connections + MAX_REFUSING) + 64  # two sockets, and the sidecar's own files and sockets
+    if soft != resource.RLIM_INFINITY and need > soft:
+        log.warning("--max-connections %d allows about %d descriptors, but this process may open %d (ulimit -n): "
+                    "lower --max-connections or raise ulimit -n", max_connections, need, soft)
 
 
 def _shutdown_fd(fd: int) -> None:
