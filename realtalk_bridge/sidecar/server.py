@@ -65,8 +65,8 @@ REFUSE_LINGER_S = 0.2  # after the `busy` reply to an over-limit connection, tim
 # bursts, the io loop's share of the GIL and other processes. 0.8 keeps the kept streams' p95 on target.
 ADMIT_CAPACITY = 0.8
 MODEL_FPS = 25  # model windows per second every stream needs, whatever its output fps (runtime.a2e)
-ADMIT_MIN_WINDOWS = 25  # windows the engine runs before it measures (cold start left out); till then admit freely
-ADMIT_PERIOD_S = 0.5  # the cost estimate is refreshed from the engine's totals this often
+ADMIT_MIN_WINDOWS = 10  # windows the engine runs before it measures (cold start left out); till then admit freely
+ADMIT_PERIOD_S = 0.25  # the cost estimate is refreshed from the engine's totals this often
 SERVER_STREAMS = ("mic", "file")
 LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$")
 ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(\d+|\*)$")
