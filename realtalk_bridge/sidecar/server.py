@@ -399,9 +399,9 @@ class Server:
         self._out_n = itertools.count()
         self._load = 0.0  # engine busy fraction (EMA)
         self._win_cost = 0.004  # seconds per model window in a batch (EMA, measured): sizes the ticks
-        # admission: engine totals since the last estimate (model s, other engine s, windows), and the estimate
+        # admission: totals since the last estimate (model wall s, model CPU s, other CPU s, windows), the estimate
         # per window (model, overhead); None until ADMIT_MIN_WINDOWS windows have run
-        self._acc = [0.0, 0.0, 0]
+        self._acc = [0.0, 0.0, 0.0, 0]
         self._acc_wall = time.monotonic()
         self._acc_windows = 0
         self._cost_window: float | None = None
@@ -547,7 +547,7 @@ class Server:
         for w in workers:
             w.start()
         self._ready.set()
-        t_woke = time.monotonic()
+        t_woke = time.thread_time()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -557,9 +557,9 @@ class Server:
                     next_beat = now + self.heartbeat_s
                 due = self._next_due()
                 wait = min(next_beat, due if due is not None else next_beat) - now
-                self._io_busy += time.monotonic() - t_woke  # the io loop's work (admission estimate)
+                self._io_busy += time.thread_time() - t_woke  # the io loop's CPU time (admission estimate)
                 poller.poll(max(0, min(100, int(wait * 1000))))
-                t_woke = time.monotonic()
+                t_woke = time.thread_time()
                 self._publish_due()
                 for _ in range(64):
                     if not self._poll_once(self.monitor, self._on_monitor):
@@ -882,7 +882,7 @@ class Server:
                 # gather a few ms of pushes from many streams into one batch (cheaper per window)
                 time.sleep(max(0.0, t_prev + COALESCE_S - time.monotonic()))
             self._work.clear()
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.thread_time()
             try:
                 while True:
                     try:
@@ -894,12 +894,12 @@ class Server:
                 for st in active:
                     if not st.backlog or self._stale(st, t0):  # a stream still behind takes no more audio yet
                         self._take_audio(st, t0)
-                model_s, n_win = 0.0, 0
+                model_s, model_cpu, n_win = 0.0, 0.0, 0
                 if active:
                     limits = self._tick_budget(active)
-                    tb = time.monotonic()
+                    tb, cb = time.monotonic(), time.thread_time()
                     frames = step_streams(self.rt, [st.a2e for st in active], max_windows=limits)
-                    model_s, n_win = time.monotonic() - tb, sum(limits)
+                    model_s, model_cpu, n_win = time.monotonic() - tb, time.thread_time() - cb, sum(limits)
                     if n_win:  # the cost of one window, to size the next ticks
                         self._win_cost = 0.8 * self._win_cost + 0.2 * model_s / n_win
                     for st, fr in zip(active, frames):
@@ -911,34 +911,39 @@ class Server:
             except Exception:
                 log.exception("engine tick failed")
             t1 = time.monotonic()
-            self._account(model_s, t1 - t0 - model_s, n_win, t1)
+            self._account(model_s, model_cpu, time.thread_time() - c0 - model_cpu, n_win, t1)
             busy_ema = 0.9 * busy_ema + 0.1 * ((t1 - t0) / max(1e-3, t1 - t_prev))
             self._load, t_prev = busy_ema, t1
             self._ring()
 
-    def _account(self, model_s: float, other_s: float, n_win: int, now: float) -> None:
-        """Engine totals -> the admission estimate per model window: model time, and the overhead: the engine's
-        other work (ticks that run no window still take audio and publish) plus the io loop's work (receiving
-        pushes, sending frames). Both threads hold the GIL for their Python work and the model runs between
-        them, so the overhead counts in full against the one engine thread: a conservative sum. Refreshed every ADMIT_PERIOD_S, as a 50/50
-        blend with the previous estimate, from the first period that starts after ADMIT_MIN_WINDOWS windows
-        (the first onnxruntime calls of a fresh sidecar are slow and would overstate the cost)."""
+    def _account(self, model_wall: float, model_cpu: float, other_cpu: float, n_win: int, now: float) -> None:
+        """Engine totals -> the admission estimate per model window. The model part is the wall time of the
+        batched calls (onnxruntime releases the GIL; time other processes take from it counts, as it should).
+        The overhead is the CPU time of the Python work around them: the engine's (ticks that run no window
+        still take audio and publish) and the io loop's (receiving pushes, sending frames); both threads need
+        the GIL for it, so it counts in full against the one engine thread, a conservative sum. CPU time, not
+        wall time, because each thread's wall time includes waiting for the other's GIL (counted twice); it is
+        scaled by how much slower the model ran than its CPU time (other processes on the cores).
+        Refreshed every ADMIT_PERIOD_S, as a 50/50 blend with the previous estimate, from the first period
+        that starts after ADMIT_MIN_WINDOWS windows (a fresh sidecar's first onnxruntime calls are slow)."""
         acc = self._acc
         io_s, self._io_busy = self._io_busy, 0.0  # (a float swapped under the GIL: a lost increment is harmless)
-        acc[0] += model_s
-        acc[1] += other_s + io_s
-        acc[2] += n_win
+        acc[0] += model_wall
+        acc[1] += model_cpu
+        acc[2] += other_cpu + io_s
+        acc[3] += n_win
         self._acc_windows += n_win
-        if now - self._acc_wall < ADMIT_PERIOD_S or not acc[2]:
+        if now - self._acc_wall < ADMIT_PERIOD_S or not acc[3]:
             return
-        win, over = acc[0] / acc[2], acc[1] / acc[2]
-        if self._acc_windows - acc[2] >= ADMIT_MIN_WINDOWS:
+        stretch = max(1.0, acc[0] / acc[1]) if acc[1] > 0 else 1.0
+        win, over = acc[0] / acc[3], stretch * acc[2] / acc[3]
+        if self._acc_windows - acc[3] >= ADMIT_MIN_WINDOWS:
             if self._cost_window is None:
                 self._cost_window, self._cost_overhead = win, over
             else:
                 self._cost_window = 0.5 * self._cost_window + 0.5 * win
                 self._cost_overhead = 0.5 * self._cost_overhead + 0.5 * over
-        self._acc, self._acc_wall = [0.0, 0.0, 0], now
+        self._acc, self._acc_wall = [0.0, 0.0, 0.0, 0], now
 
     def _tick_budget(self, active: list) -> list[int]:
         """Windows per stream this tick: live streams up to 4, bulk ones 1, and all together no more than
