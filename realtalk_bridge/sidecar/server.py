@@ -400,13 +400,13 @@ class Server:
         self._load = 0.0  # engine busy fraction (EMA)
         self._win_cost = 0.004  # seconds per model window in a batch (EMA, measured): sizes the ticks
         # admission: totals since the last estimate (model wall s, model CPU s, other CPU s, windows), the estimate
-        # per window (model, overhead); None until ADMIT_MIN_WINDOWS windows have run
+        # per window (model, overhead); None until the first period after ADMIT_MIN_WINDOWS windows
         self._acc = [0.0, 0.0, 0.0, 0]
         self._acc_wall = time.monotonic()
         self._acc_windows = 0
         self._cost_window: float | None = None
         self._cost_overhead: float | None = None
-        self._io_busy = 0.0  # seconds the io loop worked (not waiting in poll) since the engine last took it
+        self._io_busy = 0.0  # CPU s of the io loop's work (outside poll) since the engine last took it
         self._rr = 0
         self._lag_wall = -1e9  # last time a live stream had to shed audio
         self._conns: dict[int, int] = {}  # fd -> generation (the connection that sent a request)
@@ -1220,7 +1220,8 @@ class Server:
                           connections=self.connections())
 
     def engine_costs(self) -> dict:
-        """The admission estimate (SPEC section 6): ms per model window, model and the engine's other work."""
+        """The admission estimate (SPEC section 6): ms per model window of model time and of the Python work
+        around it (engine and io loop), and the share of the engine thread the open streams need."""
         w, o = self._cost_window, self._cost_overhead
         return {"window_ms": None if w is None else round(1000 * w, 3),
                 "overhead_ms": None if o is None else round(1000 * o, 3),
