@@ -30,8 +30,9 @@ def test_bench_e2e_streams_writes_rounds_and_plot(a2e_model, speech, tmp_path):
     r = json.loads(out.read_text())
     assert [x["streams"] for x in r["rounds"]] == [1, 2] and r["plot"] == "streams.png"
     for x in r["rounds"]:
-        assert x["opened"] == x["streams"] and x["frames_owed"] == 38 * x["streams"]
+        assert x["opened"] == x["admitted"] == x["streams"] and x["frames_owed"] == 38 * x["streams"]
+        assert x["refused"] == 0 and x["refused_reasons"] == {} and isinstance(x["kept_meet_target"], bool)
         assert x["frames_received"] > 0 and x["latency_ms_p95"] >= x["latency_ms_p50"] > 0
         assert x["interval_jitter_ms_p95"] is not None
-    assert r["max_streams_realtime"] in (0, 1, 2)
+    assert r["max_streams_realtime"] in (0, 1, 2) and isinstance(r["kept_meet_target_all"], bool)
     assert (tmp_path / "streams.png").stat().st_size > 5000

@@ -435,3 +435,108 @@ def test_curve_allow_list_admits_only_listed_client_keys(runtime, tmp_path):
         assert not ping(bsec), "an unlisted client key is refused"
     finally:
         srv.stop()
+
+
+# --- admission from the measured cost, and the connection limit ------------------------------------
+
+def test_admission_rule_reserves_the_engine_thread():
+    from realtalk_bridge.sidecar.server import ADMIT_CAPACITY, admission_refusal, engine_share
+
+    assert engine_share(4, 0.0015, 0.0005) == pytest.approx(4 * 25 * 0.002)
+    assert admission_refusal(100, None, None) is None  # nothing measured yet (fresh sidecar): admit
+    # 2 ms per window: one stream needs 5 % of the engine thread, so 0.8 holds 16 streams
+    assert admission_refusal(15, 0.0015, 0.0005) is None
+    why = admission_refusal(16, 0.0015, 0.0005)
+    assert why and "A2E" in why and "17 streams would need 85 %" in why and "about 16 streams" in why
+    assert admission_refusal(16, 0.0015, 0.0005, capacity=0.9) is None
+    assert ADMIT_CAPACITY == 0.8
+
+
+def test_admission_uses_the_measured_cost_and_keeps_admitted_streams(runtime, speech):
+    """A fresh sidecar admits freely; once the engine has measured its cost per window, a stream that would
+    need more than the admission share of the engine thread gets `busy` with that reason, and the streams
+    already admitted keep their frames. (A tiny share, so the outcome does not depend on this machine's speed.)"""
+    srv = Server(runtime, pub="tcp://127.0.0.1:*", ctl="tcp://127.0.0.1:*", admit_capacity=1e-6).start()
+    try:
+        with Client(srv.ctl_endpoint, timeout=5) as c, Subscriber(srv.pub_endpoint, streams=["a", "b"]) as sub:
+            c.stream_open("a", fps=25)
+            c.stream_open("b", fps=25)  # not measured yet: admitted although the share is tiny
+            t0, sent = time.time(), 0
+            while srv.engine_costs()["window_ms"] is None and time.time() - t0 < 10:
+                due = t0 + (sent + 640) / 16000
+                time.sleep(max(0, due - time.time()))
+                for s in ("a", "b"):
+                    c.push_audio(s, speech[sent % 80000: sent % 80000 + 640])
+                sent += 640
+            costs = c.status()["engine"]
+            assert costs["window_ms"] > 0 and costs["overhead_ms"] >= 0 and costs["share"] > 0
+            with pytest.raises(RequestError) as e:
+                c.stream_open("c")
+            assert e.value.code == "busy" and "would need" in e.value.message and "engine thread" in e.value.message
+            c.push_audio("a", speech[:8000])
+            c.stream_close("a")
+            got = {f.stream for f in sub.frames(timeout=0.5)}
+        assert got == {"a", "b"}, "the admitted streams keep publishing"
+    finally:
+        srv.stop()
+
+
+def _wait_for(fn, timeout=8.0):
+    """Poll fn() until it is true (a loaded CI box may lag: bounded, not timed)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if fn():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_connection_limit_refuses_new_connections_and_keeps_the_old_ones(runtime):
+    """max_connections=4: a fifth client's request gets `busy` naming the limit, then its connection is
+    closed; idle ZeroMQ connections past the limit (which the handshake timeout does not close) are closed
+    on both sockets; the first four keep working; a client closing makes room."""
+    from realtalk_bridge.sidecar.server import MAX_REFUSING
+
+    srv = Server(runtime, pub="tcp://127.0.0.1:*", ctl="tcp://127.0.0.1:*", max_connections=4,
+                 heartbeat_s=0.2).start()
+    kept = [Client(srv.ctl_endpoint, timeout=5) for _ in range(4)]
+    idle, subs = [], []
+    try:
+        for c in kept:
+            assert c.ping() < 5
+        over = Client(srv.ctl_endpoint, timeout=5)
+        with pytest.raises(RequestError) as e:
+            over.ping()
+        assert e.value.code == "busy" and "limit 4" in e.value.message and "--max-connections" in e.value.message
+        over.close()
+        # idle ZeroMQ peers that never send: ZMTP done, so only the limit closes them (no reconnect, to count)
+        ctx = zmq.Context.instance()
+        for _ in range(4):
+            s = ctx.socket(zmq.SUB)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SUBSCRIBE, b"status")
+            s.connect(srv.pub_endpoint)
+            subs.append(s)
+        assert _wait_for(lambda: srv.connections()["stream"] == 4)
+        for sock_type, endpoint, n in ((zmq.DEALER, srv.ctl_endpoint, MAX_REFUSING + 12),
+                                       (zmq.SUB, srv.pub_endpoint, 12)):
+            for _ in range(n):
+                s = ctx.socket(sock_type)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.RECONNECT_IVL, 60000)
+                s.connect(endpoint)
+                idle.append(s)
+        assert _wait_for(lambda: srv.connections() == {"control": 4, "stream": 4}), srv.connections()
+        for c in kept:
+            assert c.ping() < 5, "connections inside the limit keep working"
+        assert subs[0].poll(3000), "a subscriber inside the limit keeps receiving"
+        kept.pop().close()  # room for one
+        assert _wait_for(lambda: srv.connections()["control"] == 3)
+        with Client(srv.ctl_endpoint, timeout=5) as c:
+            assert c.ping() < 5
+    finally:
+        for s in idle + subs:
+            s.close(0)
+        for c in kept:
+            c.close()
+        srv.stop()

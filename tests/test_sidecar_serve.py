@@ -148,6 +148,9 @@ def test_config_file_options_and_plugin_options(tmp_path):
         cfg.write_text('vmc = "127.0.0.1:39539"\nvmc_head = true\n')
         opts = serve.resolve(parser.parse_args(["--config", str(cfg)]))
         assert opts["vmc"] == "127.0.0.1:39539" and opts["vmc_head"] is True
+    cfg.write_text("max-connections = 8\n")
+    assert serve.resolve(parser.parse_args(["--config", str(cfg)]))["max_connections"] == 8
+    assert serve.resolve(parser.parse_args([]))["max_connections"] == 64
     cfg.write_text("lookahead_ms = 'soon'\n")
     with pytest.raises(ValueError, match="lookahead_ms must be float"):
         serve.resolve(parser.parse_args(["--config", str(cfg)]))
@@ -169,6 +172,8 @@ def test_serve_validates_ranges_endpoints_and_config_values(tmp_path):
                         (["--pub", "127.0.0.1:5000"], "must look like tcp://HOST:PORT"),
                         (["--ctl", "tcp://127.0.0.1:99999"], "port must be in"),
                         (["--idle-timeout", "nan"], "idle_timeout must be in"),
+                        (["--max-connections", "0"], "max_connections must be in [1, 65536]"),
+                        (["--max-connections", "4.5"], "max_connections must be a whole number"),
                         (["--insecure"], "--insecure only makes sense with --allow-remote")]:
         with pytest.raises(ValueError, match=re.escape(words)):
             serve.resolve(parser.parse_args(argv))

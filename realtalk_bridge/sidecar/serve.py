@@ -25,6 +25,7 @@ DEFAULTS = {
     "allow_remote": False, "curve_secret_key": None, "smoothing": 0.0, "gains": {}, "log_level": "info",
     "nonverbal": False, "insecure": False, "curve_clients": None, "max_bake_mb": 32.0, "max_bake_minutes": 30.0,
     "max_streams": 64, "max_streams_per_client": 16, "max_lag_ms": 300.0, "pacing": True,
+    "max_connections": 64,
 }
 
 # numeric options of serve itself -> (low, high): checked at start, whether from the command line or the config
@@ -32,6 +33,7 @@ RANGES = {
     "lookahead_ms": (0.0, 600.0), "idle_timeout": (0.1, 86400.0), "smoothing": (0.0, 1.0),
     "max_bake_mb": (0.001, 1024.0), "max_bake_minutes": (0.01, 24 * 60.0), "max_streams": (1, 1024),
     "max_streams_per_client": (1, 1024), "max_lag_ms": (0.0, 10000.0),
+    "max_connections": (1, 65536),
 }
 
 
@@ -66,6 +68,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-bake-minutes", type=_number, default=None, help="longest bake audio (default 30)")
     p.add_argument("--max-streams", type=_number, default=None, help="pushed streams, all clients (default 64)")
     p.add_argument("--max-streams-per-client", type=_number, default=None, help="pushed streams per client (default 16)")
+    p.add_argument("--max-connections", type=_number, default=None,
+                   help="TCP connections per socket (control, stream); new ones past it are closed (default 64)")
     p.add_argument("--max-lag-ms", type=_number, default=None,
                    help="live audio older than this when the A2E gets to it is dropped (lagging event; default 300)")
     p.add_argument("--no-pacing", dest="pacing", action="store_const", const=False, default=None,
@@ -145,6 +149,9 @@ def _check(opts: dict) -> None:
         v = opts[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
             raise ValueError(f"{key} must be in [{lo:g}, {hi:g}], got {v!r}")
+    for key in ("max_streams", "max_streams_per_client", "max_connections"):
+        if opts[key] != int(opts[key]):
+            raise ValueError(f"{key} must be a whole number, got {opts[key]!r}")
     if not isinstance(opts["gains"], dict):
         raise ValueError(f"gains must be a table name = number, got {opts['gains']!r}")
     for name, g in opts["gains"].items():
@@ -269,7 +276,8 @@ def run(args) -> int:
                         insecure=opts["insecure"], max_bake_bytes=int(opts["max_bake_mb"] * 1024 * 1024),
                         max_bake_s=60.0 * opts["max_bake_minutes"], max_streams=int(opts["max_streams"]),
                         max_streams_per_client=int(opts["max_streams_per_client"]),
-                        max_lag_s=opts["max_lag_ms"] / 1000.0, pacing=opts["pacing"])
+                        max_lag_s=opts["max_lag_ms"] / 1000.0, pacing=opts["pacing"],
+                        max_connections=int(opts["max_connections"]))
     except (ValueError, OSError) as exc:
         for s in sinks:
             s.close()

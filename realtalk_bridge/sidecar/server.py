@@ -23,6 +23,7 @@ import logging
 import math
 import queue
 import re
+import socket
 import threading
 import time
 import traceback
@@ -60,6 +61,16 @@ MAX_BAKES = 2
 MAX_BAKE_SECONDS = 30 * 60.0
 MAX_UNREAD_REPLIES = 100  # ROUTER SNDHWM: a client that never reads its replies loses them, the sidecar holds no more
 HANDSHAKE_S = 2.0  # a TCP connection that has not finished the ZMTP handshake by then is closed (descriptors)
+MAX_CONNECTIONS = 64  # per socket (ctl, pub): connections past it are closed by the sidecar (descriptors)
+MAX_REFUSING = 8  # connections over the limit kept open (up to HANDSHAKE_S) to answer `busy`; the rest closed at once
+REFUSE_LINGER_S = 0.2  # after the `busy` reply to an over-limit connection, time for it to leave before closing
+# admission (SPEC section 6, overload policy): a new stream is admitted while all streams together would need
+# at most this fraction of the engine thread at the measured cost per model window; the rest is headroom for
+# bursts, the io loop's share of the GIL and other processes. 0.8 keeps the kept streams' p95 on target.
+ADMIT_CAPACITY = 0.8
+MODEL_FPS = 25  # model windows per second every stream needs, whatever its output fps (runtime.a2e)
+ADMIT_MIN_WINDOWS = 10  # windows the engine runs before it measures (cold start left out); till then admit freely
+ADMIT_PERIOD_S = 0.25  # the cost estimate is refreshed from the engine's totals this often
 SERVER_STREAMS = ("mic", "file")
 LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$")
 ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(\d+|\*)$")
@@ -86,6 +97,34 @@ def check_endpoint(endpoint) -> str:
     if mt.group(2) != "*" and not 0 <= int(mt.group(2)) <= 65535:
         raise ValueError(f"endpoint {endpoint!r}: port must be in 0..65535 (or *)")
     return endpoint
+
+
+# --- admission control (pure) -----------------------------------------------------------------
+
+def engine_share(n_streams: int, window_s: float, overhead_s: float, windows_per_s: float = MODEL_FPS) -> float:
+    """Fraction of the single engine thread that n streams need: each runs `windows_per_s` model windows a
+    second, each window costing `window_s` of batched model time plus `overhead_s` of Python work (the
+    engine's: taking audio, post-processing and scheduling frames; the io loop's: receiving pushes, sending
+    frames), both measured per window."""
+    return n_streams * windows_per_s * (window_s + overhead_s)
+
+
+def admission_refusal(n_streams: int, window_s: float | None, overhead_s: float | None,
+                      capacity: float = ADMIT_CAPACITY) -> str | None:
+    """Why one more stream (beside the n open ones) would not get real-time service, or None to admit it.
+    None as a cost means not measured yet (a fresh sidecar): admit. Every open stream counts as one
+    real-time stream, bulk pushers too (they get at least a real-time stream's windows; what they take
+    beyond that is the engine's spare time, seen by the busy trigger)."""
+    if window_s is None or overhead_s is None:
+        return None
+    need = engine_share(n_streams + 1, window_s, overhead_s)
+    if need <= capacity:
+        return None
+    per = 1000.0 * (window_s + overhead_s)
+    fit = int(capacity / max(1e-9, engine_share(1, window_s, overhead_s)))
+    return (f"the A2E is at capacity ({n_streams + 1} streams would need {100 * need:.0f} % of the engine thread "
+            f"at the measured {per:.2f} ms per model window; admission stops at {100 * capacity:.0f} %, "
+            f"about {fit} streams)")
 
 
 # --- per-stream post-processing: gains and smoothing (pure) ----------------------------------
@@ -280,7 +319,9 @@ class Server:
         `.set_emotion(name, strength)` (face/nonverbal.NonVerbal).
     Limits (SPEC section 6): max_message_bytes caps control ops and push_audio (never above their own
     limits), max_bake_bytes / max_bake_s the bake uploads; max_streams / max_streams_per_client /
-    max_queued_s are the quotas; max_lag_s is how stale live audio may get before it is dropped.
+    max_queued_s are the quotas; max_lag_s is how stale live audio may get before it is dropped;
+    max_connections caps the connections per socket; admit_capacity is the share of the engine thread that
+    admission fills (ADMIT_CAPACITY).
     curve_clients: z85 public keys allowed to connect (ZAP); None accepts any key that knows the server's.
     """
 
@@ -292,7 +333,12 @@ class Server:
                  max_bake_bytes: int = m.MAX_BAKE_BYTES, max_bake_s: float = MAX_BAKE_SECONDS,
                  max_streams: int = MAX_PUSH_STREAMS, max_streams_per_client: int = MAX_STREAMS_PER_CLIENT,
                  max_queued_s: float = MAX_QUEUED_AUDIO_S, max_lag_s: float = MAX_LAG_S,
-                 curve_clients: list | None = None, insecure: bool = False, pacing: bool = True):
+                 curve_clients: list | None = None, insecure: bool = False, pacing: bool = True,
+                 max_connections: int = MAX_CONNECTIONS, admit_capacity: float = ADMIT_CAPACITY):
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or not 1 <= max_connections <= 65536:
+            raise ValueError(f"max_connections must be an integer in 1..65536, got {max_connections!r}")
+        if not 0 < admit_capacity <= 1:
+            raise ValueError(f"admit_capacity must be in (0, 1], got {admit_capacity!r}")
         for ep in (pub, ctl):
             check_endpoint(ep)
         if pub == ctl and not pub.endswith((":*", ":0")):
@@ -333,6 +379,7 @@ class Server:
         self.max_control_bytes = min(limit, m.MAX_CONTROL_BYTES)
         self.max_streams, self.max_streams_per_client = int(max_streams), int(max_streams_per_client)
         self.max_queued_s, self.max_lag_s = float(max_queued_s), float(max_lag_s)
+        self.max_connections, self.admit_capacity = max_connections, float(admit_capacity)
         self.pacing = pacing
         self.curve_secret_key = curve_secret_key
         self.curve_clients = list(curve_clients) if curve_clients else None
@@ -355,16 +402,30 @@ class Server:
         self._out_lock = threading.Lock()
         self._out_n = itertools.count()
         self._load = 0.0  # engine busy fraction (EMA)
-        self._win_cost = 0.004  # seconds per model window in a batch (EMA, measured)
+        self._win_cost = 0.004  # seconds per model window in a batch (EMA, measured): sizes the ticks
+        # admission: totals since the last estimate (model wall s, model CPU s, other CPU s, windows), the estimate
+        # per window (model, overhead); None until the first period after ADMIT_MIN_WINDOWS windows
+        self._acc = [0.0, 0.0, 0.0, 0]
+        self._acc_wall = time.monotonic()
+        self._acc_windows = 0
+        self._cost_window: float | None = None
+        self._cost_overhead: float | None = None
+        self._io_busy = 0.0  # CPU s of the io loop's work (outside poll) since the engine last took it
         self._rr = 0
         self._lag_wall = -1e9  # last time a live stream had to shed audio
         self._conns: dict[int, int] = {}  # fd -> generation (the connection that sent a request)
         self._conn_gen = itertools.count(1)
         self._lazy: set[int] = set()
+        # connection limit: fd -> monotonic time to close it (math.inf: closed, its DISCONNECTED pending)
+        self._refusing: dict[int, float] = {}
+        self._pub_conns: set[int] = set()
+        self._pub_refusing: dict[int, float] = {}
+        self._limit_logged = -1e9
         self._auth = None
         self._pub_req, self._ctl_req = pub, ctl
         self.pub_endpoint = self.ctl_endpoint = None
         self._bind()
+        _check_descriptors(max_connections)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -391,6 +452,7 @@ class Server:
             s.setsockopt(zmq.TCP_KEEPALIVE, 1)
             s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
         self.monitor = self.ctl.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPTED)
+        self.pub_monitor = self.pub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPTED)
         if self.curve_secret_key:
             from zmq import auth as zmq_auth
 
@@ -419,11 +481,12 @@ class Server:
         self.ctl_endpoint = self.ctl.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _close_sockets(self) -> None:
-        try:
-            self.ctl.disable_monitor()
-        except Exception:
-            pass
-        for name in ("monitor", "wake", "inbox", "pub", "ctl"):
+        for sock in ("ctl", "pub"):
+            try:
+                getattr(self, sock).disable_monitor()
+            except Exception:
+                pass
+        for name in ("monitor", "pub_monitor", "wake", "inbox", "pub", "ctl"):
             s = getattr(self, name, None)
             if s is not None:
                 s.close(0)
@@ -479,6 +542,7 @@ class Server:
         poller.register(self.ctl, zmq.POLLIN)
         poller.register(self.inbox, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
+        poller.register(self.pub_monitor, zmq.POLLIN)
         next_beat = time.monotonic()
         self._loop_thread = threading.current_thread()
         engine = threading.Thread(target=self._engine_loop, name="sidecar-engine", daemon=True)
@@ -487,6 +551,7 @@ class Server:
         for w in workers:
             w.start()
         self._ready.set()
+        t_woke = time.thread_time()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -496,11 +561,17 @@ class Server:
                     next_beat = now + self.heartbeat_s
                 due = self._next_due()
                 wait = min(next_beat, due if due is not None else next_beat) - now
+                self._io_busy += time.thread_time() - t_woke  # the io loop's CPU time (admission estimate)
                 poller.poll(max(0, min(100, int(wait * 1000))))
+                t_woke = time.thread_time()
                 self._publish_due()
                 for _ in range(64):
                     if not self._poll_once(self.monitor, self._on_monitor):
                         break
+                for _ in range(64):
+                    if not self._poll_once(self.pub_monitor, self._on_pub_monitor):
+                        break
+                self._close_refused()  # (after the events: a descriptor closed meanwhile is no longer listed)
                 for _ in range(256):
                     if not self._poll_once(self.inbox, self._on_internal):
                         break
@@ -629,9 +700,11 @@ class Server:
                 self._lazy.discard(fd)
             else:
                 self._conns[fd] = next(self._conn_gen)
+                self._check_limit(fd, len(self._conns), self._refusing, "control")
         elif ev["event"] == zmq.EVENT_DISCONNECTED:
             gen = self._conns.pop(fd, None)
             self._lazy.discard(fd)
+            self._refusing.pop(fd, None)
             conn = (fd, gen)
             # the connection's streams and bakes end with it (a later client reusing its routing id gets nothing)
             for st in [s for s in self.streams.values() if s.owner == conn]:
@@ -650,7 +723,70 @@ class Server:
         if fd not in self._conns:  # the request overtook its ACCEPTED event
             self._conns[fd] = next(self._conn_gen)
             self._lazy.add(fd)
+            self._check_limit(fd, len(self._conns), self._refusing, "control")
         return (fd, self._conns[fd])
+
+    # --- the connection limit: descriptors stay bounded ----------------------------------------
+    # A ROUTER or PUB socket accepts every TCP connection, and ZeroMQ has no option to cap them. The monitor
+    # reports each accepted connection with its descriptor; one past `max_connections` is closed by the
+    # sidecar: shutdown(2) on a duplicate of the descriptor, so ZeroMQ's own I/O thread sees the connection
+    # end, closes its descriptor and reports DISCONNECTED (the sidecar never closes a descriptor ZeroMQ owns).
+    # On the control socket up to MAX_REFUSING of them stay open up to HANDSHAKE_S so that their first
+    # request is answered `busy` (an honest client learns why); the rest are closed at once. Closing happens
+    # after the io loop has read the pending monitor events, so a descriptor ZeroMQ has closed and reused for
+    # a newer connection meanwhile is no longer listed under the old one (its DISCONNECTED came first).
+
+    def _check_limit(self, fd, n: int, refusing: dict, what: str) -> None:
+        if n <= self.max_connections or fd is None or fd < 0:
+            return
+        now = time.monotonic()
+        keep = what == "control" and len(refusing) < MAX_REFUSING
+        refusing[fd] = now + HANDSHAKE_S if keep else now
+        if now - self._limit_logged > 10.0:  # (a flood must not flood the log)
+            self._limit_logged = now
+            log.warning("%s socket: %d connections open (limit %d, --max-connections): closing new ones",
+                        what, n - 1, self.max_connections)
+
+    def _close_refused(self) -> None:
+        now = time.monotonic()
+        for refusing in (self._refusing, self._pub_refusing):
+            for fd, when in list(refusing.items()):
+                if when <= now:
+                    _shutdown_fd(fd)
+                    refusing[fd] = math.inf  # until its DISCONNECTED: requests from it are dropped
+
+    def _refuse_request(self, conn, envelope, payload) -> bool:
+        """A request on a connection over the limit: answered `busy` once, then the connection is closed."""
+        fd = conn[0] if isinstance(conn, tuple) else None
+        when = self._refusing.get(fd)
+        if when is None:
+            return False
+        if when != math.inf:
+            n = len(self._conns) - len(self._refusing)
+            self._send_error(envelope, m.peek(payload.buffer), "busy",
+                             f"the sidecar has {n} control connections open (limit {self.max_connections}, "
+                             "--max-connections): this connection is closed; retry later")
+            self._refusing[fd] = min(when, time.monotonic() + REFUSE_LINGER_S)
+        return True
+
+    def _on_pub_monitor(self, frames) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        try:
+            ev = parse_monitor_message(frames)
+        except Exception:
+            return
+        fd = ev.get("value")
+        if ev["event"] == zmq.EVENT_ACCEPTED:
+            self._pub_conns.add(fd)
+            self._check_limit(fd, len(self._pub_conns), self._pub_refusing, "stream")
+        elif ev["event"] == zmq.EVENT_DISCONNECTED:
+            self._pub_conns.discard(fd)
+            self._pub_refusing.pop(fd, None)
+
+    def connections(self) -> dict:
+        """Open connections per socket (those over the limit, not yet gone, included)."""
+        return {"control": len(self._conns), "stream": len(self._pub_conns)}
 
     # --- internal messages (sources, engine bell, video from other threads) --------------------
 
@@ -755,7 +891,7 @@ class Server:
                 # gather a few ms of pushes from many streams into one batch (cheaper per window)
                 time.sleep(max(0.0, t_prev + COALESCE_S - time.monotonic()))
             self._work.clear()
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.thread_time()
             try:
                 while True:
                     try:
@@ -767,13 +903,14 @@ class Server:
                 for st in active:
                     if not st.backlog or self._stale(st, t0):  # a stream still behind takes no more audio yet
                         self._take_audio(st, t0)
+                model_s, model_cpu, n_win = 0.0, 0.0, 0
                 if active:
                     limits = self._tick_budget(active)
-                    tb = time.monotonic()
+                    tb, cb = time.monotonic(), time.thread_time()
                     frames = step_streams(self.rt, [st.a2e for st in active], max_windows=limits)
-                    if sum(limits):  # the cost of one window, to size the next ticks
-                        cost = (time.monotonic() - tb) / max(1, sum(limits))
-                        self._win_cost = 0.8 * self._win_cost + 0.2 * cost
+                    model_s, model_cpu, n_win = time.monotonic() - tb, time.thread_time() - cb, sum(limits)
+                    if n_win:  # the cost of one window, to size the next ticks
+                        self._win_cost = 0.8 * self._win_cost + 0.2 * model_s / n_win
                     for st, fr in zip(active, frames):
                         self._publish_frames(st, fr)
                         st.backlog = bool(st.a2e.pending_windows(1))
@@ -783,9 +920,39 @@ class Server:
             except Exception:
                 log.exception("engine tick failed")
             t1 = time.monotonic()
+            self._account(model_s, model_cpu, time.thread_time() - c0 - model_cpu, n_win, t1)
             busy_ema = 0.9 * busy_ema + 0.1 * ((t1 - t0) / max(1e-3, t1 - t_prev))
             self._load, t_prev = busy_ema, t1
             self._ring()
+
+    def _account(self, model_wall: float, model_cpu: float, other_cpu: float, n_win: int, now: float) -> None:
+        """Engine totals -> the admission estimate per model window. The model part is the wall time of the
+        batched calls (onnxruntime releases the GIL; time other processes take from it counts, as it should).
+        The overhead is the CPU time of the Python work around them: the engine's (ticks that run no window
+        still take audio and publish) and the io loop's (receiving pushes, sending frames); both threads need
+        the GIL for it, so it counts in full against the one engine thread, a conservative sum. CPU time, not
+        wall time, because each thread's wall time includes waiting for the other's GIL (counted twice); it is
+        scaled by how much slower the model ran than its CPU time (other processes on the cores).
+        Refreshed every ADMIT_PERIOD_S, as a 50/50 blend with the previous estimate, from the first period
+        that starts after ADMIT_MIN_WINDOWS windows (a fresh sidecar's first onnxruntime calls are slow)."""
+        acc = self._acc
+        io_s, self._io_busy = self._io_busy, 0.0  # (a float swapped under the GIL: a lost increment is harmless)
+        acc[0] += model_wall
+        acc[1] += model_cpu
+        acc[2] += other_cpu + io_s
+        acc[3] += n_win
+        self._acc_windows += n_win
+        if now - self._acc_wall < ADMIT_PERIOD_S or not acc[3]:
+            return
+        stretch = max(1.0, acc[0] / acc[1]) if acc[1] > 0 else 1.0
+        win, over = acc[0] / acc[3], stretch * acc[2] / acc[3]
+        if self._acc_windows - acc[3] >= ADMIT_MIN_WINDOWS:
+            if self._cost_window is None:
+                self._cost_window, self._cost_overhead = win, over
+            else:
+                self._cost_window = 0.5 * self._cost_window + 0.5 * win
+                self._cost_overhead = 0.5 * self._cost_overhead + 0.5 * over
+        self._acc, self._acc_wall = [0.0, 0.0, 0.0, 0], now
 
     def _tick_budget(self, active: list) -> list[int]:
         """Windows per stream this tick: live streams up to 4, bulk ones 1, and all together no more than
@@ -965,7 +1132,8 @@ class Server:
         return {"control_bytes": self.max_control_bytes, "push_bytes": self.max_push_bytes,
                 "push_seconds": m.MAX_PUSH_SECONDS, "bake_bytes": self.max_bake_bytes,
                 "bake_seconds": self.max_bake_s, "streams": self.max_streams,
-                "streams_per_client": self.max_streams_per_client, "queued_audio_seconds": self.max_queued_s}
+                "streams_per_client": self.max_streams_per_client, "queued_audio_seconds": self.max_queued_s,
+                "connections": self.max_connections}
 
     # --- control requests ---------------------------------------------------------------------
 
@@ -982,6 +1150,8 @@ class Server:
         payload = frames[-1]
         conn = self._conn_of(frames)
         self.stats["requests"] += 1
+        if self._refuse_request(conn, envelope, payload):
+            return
         if len(payload) > self.max_push_bytes:  # only a bake may be this large: decode it off the loop
             if len(payload) > self.max_bake_bytes:
                 return self._send_error(envelope, m.peek(payload.buffer), "too_large",
@@ -1054,10 +1224,24 @@ class Server:
     def _op_status(self, req, envelope, conn):
         st = self.status()
         del st["v"], st["type"]
-        return m.reply_ok(req, **st, load=round(self._load, 3))
+        return m.reply_ok(req, **st, load=round(self._load, 3), engine=self.engine_costs(),
+                          connections=self.connections())
+
+    def engine_costs(self) -> dict:
+        """The admission estimate (SPEC section 6): ms per model window of model time and of the Python work
+        around it (engine and io loop), and the share of the engine thread the open streams need."""
+        w, o = self._cost_window, self._cost_overhead
+        return {"window_ms": None if w is None else round(1000 * w, 3),
+                "overhead_ms": None if o is None else round(1000 * o, 3),
+                "share": None if w is None else round(engine_share(len(self.streams), w, o), 3)}
 
     def overloaded(self) -> str | None:
-        """Why a new stream would not get real-time service now, or None."""
+        """Why a new stream would not get real-time service now, or None: the measured cost of all streams
+        plus the new one past ADMIT_CAPACITY of the engine thread, the engine busy over 90 % of the time, or
+        a stream that shed stale audio in the last 2 s."""
+        why = admission_refusal(len(self.streams), self._cost_window, self._cost_overhead, self.admit_capacity)
+        if why:
+            return why
         if self._load > 0.9:
             return f"the A2E is at capacity (engine busy {100 * self._load:.0f} % of the time)"
         if time.monotonic() - self._lag_wall < 2.0:
@@ -1320,6 +1504,35 @@ class Server:
             raise m.ProtocolError("internal", "bake: the model produced non-finite values; nothing was returned")
         return m.reply_ok(req, fps=fps, layout=self.layout, names=self.names, n_frames=int(len(w)),
                           t0=0.0, w=m.pack_f32(w))
+
+
+def _check_descriptors(max_connections: int) -> None:
+    """Warn when the process may run out of descriptors before the connection limit holds them back."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return  # (Windows: no such limit to read)
+    need = 2 * (max_connections + MAX_REFUSING) + 64  # two sockets, and the sidecar's own files and sockets
+    if soft != resource.RLIM_INFINITY and need > soft:
+        log.warning("--max-connections %d allows about %d descriptors, but this process may open %d (ulimit -n): "
+                    "lower --max-connections or raise ulimit -n", max_connections, need, soft)
+
+
+def _shutdown_fd(fd: int) -> None:
+    """End the TCP (or ipc) connection on descriptor fd without closing fd itself: shutdown(2) acts on the
+    connection, which the duplicate shares; ZeroMQ then sees it end and closes its own descriptor."""
+    try:
+        dup = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
+    finally:
+        dup.close()
 
 
 class _AllowList:
