@@ -522,3 +522,17 @@ def test_frames_are_paced_not_burst(server, speech):
     # unpaced, about half the intervals are ~0 (frames of one model step leave together)
     assert np.mean(gaps < 0.004) < 0.15, np.round(gaps * 1000, 1)
     assert abs(np.median(gaps) - 1 / 60) < 0.004
+
+
+def test_pace_delay_rises_to_a_late_frame_at_once_and_creeps_down():
+    """Frame pacing's delay: a later frame raises it at once (capped at one 20 ms chunk), then it falls by
+    PACE_DECAY_S per frame, so consecutive frames' due times move by microseconds, not milliseconds."""
+    from realtalk_bridge.sidecar import server as srv
+
+    st = srv.StreamState(stream="s", source="push", owner=None, fps=30, lookahead_ms=80, sample_rate=16000, a2e=None)
+    delays = [srv.Server._pace_delay(st, late) for late in [0.001, 0.004, 0.002, 0.0, 0.05] + [0.0] * 100]
+    assert delays[:2] == [0.001, 0.004]
+    assert delays[2] == pytest.approx(0.004 - srv.PACE_DECAY_S) and delays[3] == pytest.approx(0.004 - 2 * srv.PACE_DECAY_S)
+    assert delays[4] == srv.MAX_PACE_DELAY_S
+    steps = np.diff(delays[4:])
+    assert np.all(steps <= 0) and np.all(steps >= -srv.PACE_DECAY_S - 1e-12)
