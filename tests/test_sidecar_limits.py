@@ -374,7 +374,7 @@ def test_overload_sheds_stale_audio_and_refuses_new_streams(runtime, speech):
     `lagging` event, the latency of what is kept stays bounded, and a new stream gets `busy`."""
     srv = Server(runtime, pub="tcp://127.0.0.1:*", ctl="tcp://127.0.0.1:*", max_lag_s=0.15,
                  max_streams_per_client=64, max_queued_s=60).start()
-    n = 40  # about 4 ms per window: 40 live streams need ~4 s of model time per second
+    n = 40  # ~1.4 ms per window (float model) plus Python work: 40 live streams need > 2 s of engine time a second
     try:
         with Client(srv.ctl_endpoint, timeout=5) as c, Subscriber(srv.pub_endpoint, events=True) as sub:
             time.sleep(0.3)
@@ -383,11 +383,13 @@ def test_overload_sheds_stale_audio_and_refuses_new_streams(runtime, speech):
             t0 = time.time()
             sent = 0
             busy = None
+            behind = [0.0]  # how late this client's own pushes ran (a loaded CI box): not the sidecar's doing
             while time.time() - t0 < 2.5:
                 due = t0 + (sent + 640) / 16000
                 time.sleep(max(0, due - time.time()))
                 for i in range(n):
                     c.push_audio(f"o{i}", speech[sent % 80000: sent % 80000 + 640])
+                behind.append(time.time() - due)
                 sent += 640
                 if busy is None and time.time() - t0 > 1.5:
                     try:
@@ -401,7 +403,8 @@ def test_overload_sheds_stale_audio_and_refuses_new_streams(runtime, speech):
         lagging = [e for e in sub.events if e["event"] == "lagging"]
         assert lagging, "stale audio must be dropped with a lagging event"
         assert busy is True, "a new stream must be refused while the A2E is behind"
-        assert np.percentile(lat, 95) < 1.0, f"latency grew to {np.percentile(lat, 95):.1f} s"
+        assert np.percentile(lat, 95) < 1.0 + max(behind), \
+            f"latency grew to {np.percentile(lat, 95):.1f} s (the client ran {max(behind):.1f} s behind)"
     finally:
         srv.stop()
 
