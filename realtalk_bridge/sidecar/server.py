@@ -296,6 +296,17 @@ def _frame_k(a2e) -> int:
     return (a2e._next * a2e.rt.fps) // a2e.fps
 
 
+def _monitor_event(frames) -> tuple[int | None, Any]:
+    """A socket monitor message -> (event, descriptor); (None, None) if it does not parse."""
+    from zmq.utils.monitor import parse_monitor_message
+
+    try:
+        ev = parse_monitor_message(frames)
+    except Exception:
+        return None, None
+    return ev["event"], ev.get("value")
+
+
 class _Cancelled(Exception):
     pass
 
@@ -688,20 +699,14 @@ class Server:
     # --- connections (monitor events) ----------------------------------------------------------
 
     def _on_monitor(self, frames) -> None:
-        from zmq.utils.monitor import parse_monitor_message
-
-        try:
-            ev = parse_monitor_message(frames)
-        except Exception:
-            return
-        fd = ev.get("value")
-        if ev["event"] == zmq.EVENT_ACCEPTED:
+        event, fd = _monitor_event(frames)
+        if event == zmq.EVENT_ACCEPTED:
             if fd in self._lazy:  # its first request was handled before this event: keep that identity
                 self._lazy.discard(fd)
             else:
                 self._conns[fd] = next(self._conn_gen)
                 self._check_limit(fd, len(self._conns), self._refusing, "control")
-        elif ev["event"] == zmq.EVENT_DISCONNECTED:
+        elif event == zmq.EVENT_DISCONNECTED:
             gen = self._conns.pop(fd, None)
             self._lazy.discard(fd)
             self._refusing.pop(fd, None)
@@ -770,17 +775,11 @@ class Server:
         return True
 
     def _on_pub_monitor(self, frames) -> None:
-        from zmq.utils.monitor import parse_monitor_message
-
-        try:
-            ev = parse_monitor_message(frames)
-        except Exception:
-            return
-        fd = ev.get("value")
-        if ev["event"] == zmq.EVENT_ACCEPTED:
+        event, fd = _monitor_event(frames)
+        if event == zmq.EVENT_ACCEPTED:
             self._pub_conns.add(fd)
             self._check_limit(fd, len(self._pub_conns), self._pub_refusing, "stream")
-        elif ev["event"] == zmq.EVENT_DISCONNECTED:
+        elif event == zmq.EVENT_DISCONNECTED:
             self._pub_conns.discard(fd)
             self._pub_refusing.pop(fd, None)
 
