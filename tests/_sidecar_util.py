@@ -22,17 +22,14 @@ def a2e_model(request, tmp_path_factory) -> Path:
     tests check; tests/test_a2e_export.py and test_default_model.py cover the int8 file), else the shipped
     .onnx, else the real tiny model the A2E tests train (tiny_a2e_onnx)."""
     if DEFAULT_CKPT.is_file():
+        from realtalk_bridge.runtime.export import export_checkpoint
+
+        out = tmp_path_factory.mktemp("a2e-float") / "default-float32.onnx"
         try:
-            from realtalk_bridge.runtime.export import export_checkpoint
-        except ImportError:
+            export_checkpoint(DEFAULT_CKPT, out)
+            return out
+        except ImportError:  # no torch: the shipped file
             pass
-        else:
-            out = tmp_path_factory.mktemp("a2e-float") / "default-float32.onnx"
-            try:
-                export_checkpoint(DEFAULT_CKPT, out)
-                return out
-            except ImportError:  # no torch: the shipped file
-                pass
     if DEFAULT_MODEL.is_file():
         return DEFAULT_MODEL
     return request.getfixturevalue("tiny_a2e_onnx")

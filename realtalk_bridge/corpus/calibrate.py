@@ -58,34 +58,6 @@ class Sample:
 # inputs: phones from the audio, curves from the face
 # ---------------------------------------------------------------------------------------------
 
-_PAD_BEFORE, _PAD_AFTER = 0.2, 0.3  # s of silence pocketsphinx needs around the speech
-
-
-def recognize_phones(audio: np.ndarray) -> list[Phone]:
-    """pocketsphinx allphone decoding (bundled en-us model + phone LM): timed ARPAbet phones, no transcript."""
-    import os
-
-    import pocketsphinx
-    from pocketsphinx import Decoder
-
-    lm = os.path.join(pocketsphinx.get_model_path(), "en-us", "en-us-phone.lm.bin")
-    # language weight 2 and wide beams: CMU Sphinx's documented settings for phoneme recognition
-    d = Decoder(allphone=lm, lw=2.0, beam=1e-20, pbeam=1e-20, samprate=SAMPLE_RATE, loglevel="FATAL")
-    pad = np.concatenate([np.zeros(int(_PAD_BEFORE * SAMPLE_RATE)), np.asarray(audio, np.float64),
-                          np.zeros(int(_PAD_AFTER * SAMPLE_RATE))])
-    d.start_utt()
-    d.process_raw((np.clip(pad, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
-    d.end_utt()
-    phones = []
-    for seg in d.seg():
-        start, end = seg.start_frame * 0.01 - _PAD_BEFORE, (seg.end_frame + 1) * 0.01 - _PAD_BEFORE
-        if end > 0:
-            phones.append(Phone(seg.word, max(start, 0.0), end))  # +NSN+, <sil>... read as silence by the teacher
-    if not phones:
-        raise ValueError("allphone decoding found no speech")
-    return phones
-
-
 def _channel(values: np.ndarray, name: str) -> np.ndarray:
     cols = [ARKIT_INDEX[n] for n in _PAIRS.get(name, (name,))]
     return values[:, cols].mean(axis=1)
@@ -108,10 +80,10 @@ def transcript_for(video: Path) -> str | None:
 def load_samples(videos: list[Path], cache_dir: Path | None = None) -> list[Sample]:
     """Videos -> Samples (audio -> phones: forced alignment when a transcript is found, else allphone; face ->
     cached MediaPipe track). Unreadable videos are reported and skipped."""
-    from realtalk_bridge.corpus.sources import Aligner
+    from realtalk_bridge.corpus.sources import Aligner, PhoneRecognizer
     from realtalk_bridge.eval.a2e import track_video, video_audio
 
-    out, aligner = [], None
+    out, aligner, recognizer = [], None, None
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -129,7 +101,9 @@ def load_samples(videos: list[Path], cache_dir: Path | None = None) -> list[Samp
                     phones, timing = aligner.align(audio, text), "aligned"
                 except ValueError as exc:  # words outside the dictionary, a failed alignment: fall back
                     print(f"calibrate-teacher: {v.name}: alignment failed ({exc}); allphone instead", file=sys.stderr)
-            phones = phones or recognize_phones(audio)
+            if not phones:  # pocketsphinx allphone: timed phones, no transcript
+                recognizer = recognizer or PhoneRecognizer()
+                phones = recognizer.recognize(audio)
         except (OSError, ValueError, RuntimeError) as exc:
             print(f"calibrate-teacher: skipped {v.name}: {exc}", file=sys.stderr)
             continue
