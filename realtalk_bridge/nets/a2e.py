@@ -34,7 +34,7 @@ class A2EDims:
     n_enc: int = 3          # N1 cross-modal self-attention layers
     n_dec: int = 2          # N2 temporal cross-attention layers
     d_ff: int = 256
-    frontend: str = "mel"   # "mel" or "hubert"
+    frontend: str = "mel"   # "mel", "hubert" or "whisper" (Whisper tiny.en features, nets/whisper.py)
     n_mels: int = 64
     n_fft: int = 400
     ppe_period: int = 32    # periodic positional encoding period (tokens)
@@ -72,6 +72,8 @@ CONFIGS: dict[str, dict] = {
     "tiny": dict(d_model=32, n_head=2, n_enc=1, n_dec=1, d_ff=64, n_mels=24, n_hist=4, n_id=8, dropout=0.0),
     "default": dict(),  # 0.94 M params, ~1.0 ms per step on one core of the 2-core dev machine
     "paper": dict(frontend="hubert", d_model=256, n_head=4, n_enc=3, n_dec=3, d_ff=1024),
+    # the default transformer on frozen, streamed Whisper tiny.en features (nets/whisper.py)
+    "whisper": dict(frontend="whisper"),
     # the default transformer on a tiny HuBERT trained from scratch: the "learned front-end" choice
     "hubert": dict(frontend="hubert", hubert_config=dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
@@ -183,7 +185,8 @@ class A2E(nn.Module):
         self.out = nn.Linear(d, dims.n_expr)
 
     def forward(self, audio: torch.Tensor, identity: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """audio (B, l*320), identity (B, n_id), history (B, N, E) -> (B, T, E)"""
+        """audio (B, l*320), identity (B, n_id), history (B, N, E) -> (B, T, E).
+        Front-end 'whisper': `audio` is the window's encoder features (B, l, 384) instead."""
         dims = self.dims
         w = self.audio_fc(self.frontend(audio)) + self.type_emb[0]
         a = self.id_fc(identity)[:, None, :] + self.type_emb[1]

@@ -122,13 +122,30 @@ class HubertFrontend(nn.Module):
         return self.proj(h)
 
 
+class TokenFrontend(nn.Module):
+    """Precomputed encoder features (B, l, in_dim) -> (B, l, out_dim): the A2E side of the Whisper front-end.
+
+    The Whisper encoder itself runs outside the A2E graph (nets/whisper.py: it streams with cached state,
+    which a window-at-a-time graph cannot hold), so the A2E's "audio" input is its features."""
+
+    def __init__(self, out_dim: int = 128, in_dim: int = 384):
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim), nn.GELU())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(tokens)
+
+
 def make_frontend(kind: str, out_dim: int, n_mels: int = 40, n_fft: int = 400, hubert_path: str | None = None,
                   hubert_config: dict | None = None) -> nn.Module:
     if kind == "mel":
         return LogMelFrontend(n_mels=n_mels, n_fft=n_fft, out_dim=out_dim)
     if kind == "hubert":
         return HubertFrontend(out_dim=out_dim, path=hubert_path, config=hubert_config)
-    raise ValueError(f"unknown audio front-end {kind!r} (choose 'mel' or 'hubert')")
+    if kind == "whisper":
+        return TokenFrontend(out_dim=out_dim)
+    raise ValueError(f"unknown audio front-end {kind!r} (choose 'mel', 'hubert' or 'whisper')")
 
 
 def n_tokens(n_samples: int) -> int:

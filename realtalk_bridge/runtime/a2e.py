@@ -93,10 +93,29 @@ class A2ERuntime:
         # blendshape weights are 0..1 for every rig; the network's linear decoder can overshoot slightly.
         # 3DMM coefficients (a user BFM) are unbounded and pass through.
         self.value_range: tuple[float, float] | None = (0.0, 1.0) if self.layout == "arkit52" else None
+        # front-end 'whisper': the graph reads encoder features ("tokens") that a second graph streams
+        self.input: str = meta.get("input", "audio")
+        self.encoder = None
+        if meta.get("encoder"):
+            from realtalk_bridge.runtime.whisper import EncoderRuntime
+
+            self.encoder = EncoderRuntime(path.parent / meta["encoder"], providers=providers, threads=threads)
 
     def run(self, audio: np.ndarray, identity: np.ndarray, history: np.ndarray) -> np.ndarray:
-        """Raw model call: audio (B, W), identity (B, n_id), history (B, N, E) -> (B, T, E) float32."""
-        return self.session.run(None, {"audio": audio, "identity": identity, "history": history})[0]
+        """Raw model call: audio (B, W) [or encoder features (B, l, D)], identity (B, n_id), history (B, N, E)
+        -> (B, T, E) float32."""
+        return self.session.run(None, {self.input: audio, "identity": identity, "history": history})[0]
+
+    @property
+    def extra_latency_samples(self) -> int:
+        """Audio a window needs beyond its end: the encoder stem's right context (whisper models), else 0."""
+        return self.encoder.stem_right if self.encoder is not None else 0
+
+    def check_lookahead(self, la: int) -> int:
+        if self.encoder is not None and la % 320:
+            raise ValueError("with a Whisper front-end the look-ahead must be a multiple of 20 ms (one token), "
+                             f"got {1000 * la / self.sample_rate:g} ms")
+        return la
 
     def clamp(self, w: np.ndarray) -> np.ndarray:
         """Limit an output frame to the layout's range, in place."""
@@ -210,7 +229,7 @@ def infer_offline(rt: A2ERuntime, audio, fps: int = 30, lookahead_ms: float = 80
     """
     fps = _check_fps(fps)
     x = _as_audio(audio)
-    la = lookahead_samples(lookahead_ms, rt.sample_rate)
+    la = rt.check_lookahead(lookahead_samples(lookahead_ms, rt.sample_rate))
     stride = check_stride(rt, stride, lookahead_ms)
     alpha = rt.check_identity(identity)
     hist = rt.check_history(history)
@@ -223,13 +242,21 @@ def infer_offline(rt: A2ERuntime, audio, fps: int = 30, lookahead_ms: float = 80
     # zeros before the start and after the end, as the stream sees them
     W, fs = rt.window_samples, rt.frame_samples
     pad_right = max(0, (n_model - 1) * fs + la - len(x))
-    buf = np.concatenate([np.zeros(W, np.float32), x, np.zeros(pad_right, np.float32)])
+    enc = None
+    if rt.encoder is not None:  # the stream's encoder over the whole signal, then windows of its features
+        enc = rt.encoder.new_state()
+        enc.feed(x, final=True, until_tokens=((n_model - 1) * fs + la) // 320)
+    else:
+        buf = np.concatenate([np.zeros(W, np.float32), x, np.zeros(pad_right, np.float32)])
     out = np.empty((n_out, rt.n_expr), np.float32)
     i = 0
     for s in range(0, len(at), batch):  # batches of windows; memory stays flat for hour-long files
         ks = at[s:s + batch]
         starts = ks * fs + la  # window start in buf coordinates (buf index = sample index + W)
-        wins = np.stack([buf[a:a + W] for a in starts])
+        if enc is not None:
+            wins = np.stack([enc.window((a - W) // 320, rt.n_frames * 2) for a in starts])
+        else:
+            wins = np.stack([buf[a:a + W] for a in starts])
         b = len(ks)
         y = rt.run(wins, np.broadcast_to(alpha, (b, rt.n_id)).copy(), np.broadcast_to(hist, (b,) + hist.shape).copy())
         while i < n_out:
@@ -254,14 +281,14 @@ class A2EStream:
         self.rt = rt
         self.fps = _check_fps(fps)
         self.lookahead_ms = float(lookahead_ms)
-        self.la = lookahead_samples(lookahead_ms, rt.sample_rate)
+        self.la = rt.check_lookahead(lookahead_samples(lookahead_ms, rt.sample_rate))
         self.set_identity(identity, history)
         self.reset()
 
     # latency added by the model: audio must run this far past a frame's time before it can be emitted
     @property
     def latency_ms(self) -> float:
-        return 1000.0 * self.la / self.rt.sample_rate
+        return 1000.0 * (self.la + self.rt.extra_latency_samples) / self.rt.sample_rate
 
     def reset(self) -> None:
         """Start a new utterance: frame index 0, silence before it."""
@@ -271,6 +298,7 @@ class A2EStream:
         self._next = 0
         self._cache: dict[int, np.ndarray] = {}
         self._ended = False
+        self._enc = self.rt.encoder.new_state() if self.rt.encoder is not None else None
 
     def set_identity(self, alpha=None, history=None) -> None:
         """Change the speaker prior; takes effect from the next model step. None -> the model's defaults."""
@@ -289,8 +317,30 @@ class A2EStream:
             raise RuntimeError("stream was flushed; call reset() to start a new utterance")
         x = _as_audio(samples)
         if x.size:
-            self._buf = np.concatenate([self._buf, x])
             self._n_in += x.size
+            if self._enc is not None:
+                self._enc.feed(x)  # the encoder keeps its own audio; windows are its features
+            else:
+                self._buf = np.concatenate([self._buf, x])
+
+    def _window_input(self, k: int, final: bool) -> np.ndarray | None:
+        """Window k's model input (audio, or encoder features), or None if its audio is not all here yet."""
+        W, fs = self.rt.window_samples, self.rt.frame_samples
+        end = k * fs + self.la
+        if self._enc is not None:
+            last = end // 320  # tokens before `last` are needed
+            if last > self._enc.n_tokens:
+                if not final:
+                    return None
+                self._enc.feed(np.zeros(0, np.float32), final=True, until_tokens=last)
+            return self._enc.window(last - W // 320, W // 320)
+        if end > self._n_in and not final:
+            return None
+        a = end - W - self._buf_start
+        win = self._buf[a:a + W]
+        if win.size < W:  # past the end of the audio (only when final)
+            win = np.concatenate([win, np.zeros(W - win.size, np.float32)])
+        return win
 
     def pending_windows(self, limit: int | None = None, final: bool = False) -> list[tuple[int, np.ndarray]]:
         """(k, window) for the model steps the audio so far allows and that have not run yet, oldest
@@ -308,13 +358,9 @@ class A2EStream:
                 break
             if k in self._cache:
                 continue
-            end = k * fs + self.la
-            if end > self._n_in and not final:
+            win = self._window_input(k, final)
+            if win is None:
                 break
-            a = end - W - self._buf_start
-            win = self._buf[a:a + W]
-            if win.size < W:  # past the end of the audio (only when final)
-                win = np.concatenate([win, np.zeros(W - win.size, np.float32)])
             out.append((k, win))
         return out
 
@@ -341,15 +387,10 @@ class A2EStream:
         y = self._cache.get(k)
         if y is not None or not run:
             return y
-        W, fs = self.rt.window_samples, self.rt.frame_samples
-        end = k * fs + self.la
-        if end > self._n_in and not final:
+        win = self._window_input(k, final)
+        if win is None:
             return None
-        a = end - W - self._buf_start
-        win = self._buf[a:a + W]
-        if win.size < W:  # past the end of the audio (only when final)
-            win = np.concatenate([win, np.zeros(W - win.size, np.float32)])
-        y = self.rt.run(win[None, :], self._alpha, self._hist)[0]
+        y = self.rt.run(win[None], self._alpha, self._hist)[0]
         self._cache[k] = y
         return y
 
@@ -372,6 +413,9 @@ class A2EStream:
         k0, _ = _needed(self._next, self.fps, self.rt.fps)
         for k in [k for k in self._cache if k < k0]:
             del self._cache[k]
+        if self._enc is not None:
+            self._enc.trim((k0 * self.rt.frame_samples + self.la - self.rt.window_samples) // 320)
+            return
         keep_from = k0 * self.rt.frame_samples + self.la - self.rt.window_samples  # oldest sample still needed
         drop = keep_from - self._buf_start
         if drop > 4 * self.rt.window_samples:  # trim in big steps: fewer copies

