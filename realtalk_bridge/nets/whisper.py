@@ -314,9 +314,9 @@ class EncoderStep(nn.Module):
     tokens, run against each segmentation's cached keys/values (the runtime keeps the caches, in numpy).
 
     Inputs: audio (B, STEP_SAMPLES); pos (B, 2) int64, the chunk's first position in each segmentation (= the
-    number of cached tokens); past_k (B, 2, L, H, dh, S) keys, transposed; past_v (B, 2, L, H, S, dh); slots >= pos
-    are ignored. Outputs: feats (B, 2, 2, D) (stream, segmentation, token); new_k (B, 2, L, H, dh, 2) and
-    new_v (B, 2, L, H, 2, dh), to store at slots pos, pos + 1. The stem is written as matmuls on gathered frames
+    number of cached tokens); per layer l, past_k_l (B, 2, H, dh, S) keys, transposed, and past_v_l (B, 2, H, S, dh);
+    slots >= pos are ignored. Outputs: feats (B, 2, 2, D) (stream, segmentation, token); per layer new_k_l
+    (B, 2, H, dh, 2) and new_v_l (B, 2, H, 2, dh), to store at slots pos, pos + 1. The stem is written as matmuls on gathered frames
     (the same arithmetic as WhisperEncoder.stem; onnxruntime runs small 1-D convs slowly)."""
 
     def __init__(self, enc: WhisperEncoder):
@@ -341,24 +341,22 @@ class EncoderStep(nn.Module):
         x = torch.stack([torch.cat([x[:, 2 * j], x[:, 2 * j + 1], x[:, 2 * j + 2]], -1) for j in range(CHUNK)], 1)
         return F.gelu(x @ self.w2 + self.enc.conv2.bias).view(b, 1, CHUNK, D_MODEL)
 
-    def forward(self, audio, pos, past_k, past_v):
+    def forward(self, audio, pos, *past):
+        """past: past_k_0 .. past_k_{L-1}, past_v_0 .. past_v_{L-1}, one input per layer (no copy to pick a layer)."""
         b, p = pos.shape
+        n_layer = len(self.enc.layers)
         x = self.stem(audio).expand(b, p, CHUNK, D_MODEL).reshape(b * p, CHUNK, D_MODEL)
         pos = pos.reshape(b * p)
         x = x + self.enc.positions[pos[:, None] + torch.arange(CHUNK)[None, :]]
         past_mask = torch.where(torch.arange(SEGMENT)[None, :] < pos[:, None], 0.0, -1e9)[:, None, None, :]
-        shape = past_k.shape
-        pk = past_k.reshape(b * p, *shape[2:])
-        pv = past_v.reshape(b * p, *past_v.shape[2:])
-        ks, vs = [], []
+        outs_k, outs_v = [], []
         for i, layer in enumerate(self.enc.layers):
-            x, k, v = _cached_attention_layer(layer, x, pk[:, i], pv[:, i], past_mask)
-            ks.append(k)
-            vs.append(v)
-        feats = self.enc.ln_post(x).view(b, p, CHUNK, D_MODEL)
-        new_k = torch.stack(ks, 1).view(b, p, len(ks), N_HEAD, D_MODEL // N_HEAD, CHUNK)
-        new_v = torch.stack(vs, 1).view(b, p, len(vs), N_HEAD, CHUNK, D_MODEL // N_HEAD)
-        return feats, new_k, new_v
+            pk = past[i].reshape(b * p, *past[i].shape[2:])
+            pv = past[n_layer + i].reshape(b * p, *past[n_layer + i].shape[2:])
+            x, k, v = _cached_attention_layer(layer, x, pk, pv, past_mask)
+            outs_k.append(k.view(b, p, N_HEAD, D_MODEL // N_HEAD, CHUNK))
+            outs_v.append(v.view(b, p, N_HEAD, CHUNK, D_MODEL // N_HEAD))
+        return (self.enc.ln_post(x).view(b, p, CHUNK, D_MODEL), *outs_k, *outs_v)
 
 
 def _cached_attention_layer(layer: _Layer, x, past_k, past_v, past_mask):

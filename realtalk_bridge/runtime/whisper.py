@@ -50,32 +50,40 @@ class EncoderRuntime:
         self.stem_left = int(meta["stem_left"])
         self.stem_right = int(meta["stem_right"])
         self.dim = int(meta["dim"])
-        self.k_shape = tuple(meta["k_shape"])  # (2, L, H, dh, S) per stream
-        self.v_shape = tuple(meta["v_shape"])  # (2, L, H, S, dh)
+        self.n_layers = int(meta["n_layers"])
+        self.k_shape = tuple(meta["k_shape"])  # (2, H, dh, S) per stream and layer
+        self.v_shape = tuple(meta["v_shape"])  # (2, H, S, dh)
+        self._in = ["audio", "pos"] + [f"past_k_{i}" for i in range(self.n_layers)] + \
+                   [f"past_v_{i}" for i in range(self.n_layers)]
         if self.chunk * 320 != CHUNK_SAMPLES:
             raise ValueError(f"{path}: chunk of {self.chunk} tokens; this runtime steps 40 ms (2 tokens)")
         self._initial = self._prefix_state()
 
-    def step(self, audio: np.ndarray, pos: np.ndarray, past_k: np.ndarray, past_v: np.ndarray):
-        return self.session.run(None, {"audio": audio, "pos": pos, "past_k": past_k, "past_v": past_v})
+    def step(self, audio: np.ndarray, pos: np.ndarray, past_k: list[np.ndarray], past_v: list[np.ndarray]):
+        """-> feats (B, 2, 2, D), new keys per layer (B, 2, H, dh, 2), new values per layer (B, 2, H, 2, dh)."""
+        out = self.session.run(None, dict(zip(self._in, [audio, pos, *past_k, *past_v])))
+        L = self.n_layers
+        return out[0], out[1:1 + L], out[1 + L:]
 
     def _prefix_state(self):
         """Run the stream's silent prefix (SEGMENT tokens) once: the caches and features every stream starts with."""
-        S, c = self.segment, self.chunk
-        k = np.zeros((1,) + self.k_shape, np.float32)
-        v = np.zeros((1,) + self.v_shape, np.float32)
+        S, c, L = self.segment, self.chunk, self.n_layers
+        k = [np.zeros((1,) + self.k_shape, np.float32) for _ in range(L)]
+        v = [np.zeros((1,) + self.v_shape, np.float32) for _ in range(L)]
         zeros = np.zeros((1, self.step_samples), np.float32)
         feats = []
         for j in range(S // c):
             u = c * j
             pos = np.array([[u, max(0, u - S // 2)]], np.int64)
             f, nk, nv = self.step(zeros, pos, k, v)
-            k[0, 0, ..., u:u + c], v[0, 0, :, :, u:u + c] = nk[0, 0], nv[0, 0]
+            for i in range(L):
+                k[i][0, 0, ..., u:u + c], v[i][0, 0, :, u:u + c] = nk[i][0, 0], nv[i][0, 0]
             if u >= S // 2:  # segmentation 1 starts S/2 tokens into the prefix
                 p = u - S // 2
-                k[0, 1, ..., p:p + c], v[0, 1, :, :, p:p + c] = nk[0, 1], nv[0, 1]
+                for i in range(L):
+                    k[i][0, 1, ..., p:p + c], v[i][0, 1, :, p:p + c] = nk[i][0, 1], nv[i][0, 1]
                 feats.append(f[0, 0])
-        return k[0], v[0], np.concatenate(feats)
+        return [a[0] for a in k], [a[0] for a in v], np.concatenate(feats)
 
     def new_state(self) -> "EncoderState":
         return EncoderState(self)
@@ -87,7 +95,8 @@ class EncoderState:
     def __init__(self, enc: EncoderRuntime):
         self.enc = enc
         k0, v0, prefix = enc._initial
-        self.k, self.v = k0.copy(), v0.copy()
+        self.k = [a.copy() for a in k0]  # per layer (2, H, dh, S): both segmentations' cached keys
+        self.v = [a.copy() for a in v0]  # per layer (2, H, S, dh)
         self.pos = np.array([[0, enc.segment // 2]], np.int64)
         self._feats = np.zeros((max(1024, 2 * len(prefix)), enc.dim), np.float32)
         self._feats[:len(prefix)] = prefix
@@ -144,11 +153,12 @@ class EncoderState:
         e = self.enc
         S, c = e.segment, e.chunk
         self.pos[self.pos == S] = 0  # a segment is full: the next one starts at position 0
-        f, nk, nv = e.step(audio[None], self.pos, self.k[None], self.v[None])
+        f, nk, nv = e.step(audio[None], self.pos, [a[None] for a in self.k], [a[None] for a in self.v])
         for b in range(2):
             p = int(self.pos[0, b])
-            self.k[b, ..., p:p + c] = nk[0, b]
-            self.v[b, :, :, p:p + c] = nv[0, b]
+            for i in range(e.n_layers):
+                self.k[i][b, ..., p:p + c] = nk[i][0, b]
+                self.v[i][b, :, p:p + c] = nv[i][0, b]
         emit = 0 if self.pos[0, 0] >= S // 2 else 1
         self._append(f[0, emit])
         self.pos += c
