@@ -39,19 +39,43 @@ TOKENS_BEFORE = 64  # SEGMENT // 2 silent tokens at the start of Clip.tokens (wh
 TOKENS_AFTER = 48   # silent tokens after the end: windows may run T/2 frames past it, plus chunk rounding
 
 
-def attach_whisper_features(clips: list[Clip], weights: str | Path | None = None) -> None:
-    """Run the frozen Whisper encoder over each clip once, as a stream would (nets/whisper.stream_features)."""
+def attach_whisper_features(clips: list[Clip], weights: str | Path | None = None, cache_dir: Path | None = None) -> None:
+    """Run the frozen Whisper encoder over each clip once, as a stream would (nets/whisper.stream_features).
+
+    `cache_dir`: keep the features there (one safetensors file per clip, keyed by the encoder weights' hash), so
+    a second run on the same data starts at once."""
+    import hashlib
+
     import torch
     from rich.progress import track
 
-    from realtalk_bridge.nets.whisper import SEGMENT, load_encoder, stream_features
+    from realtalk_bridge.nets.whisper import SEGMENT, find_weights, load_encoder, stream_features
 
     assert TOKENS_BEFORE == SEGMENT // 2
-    enc = load_encoder(weights)
+    src = find_weights(weights)
+    enc = load_encoder(src)
+    tag = hashlib.sha256(f"{src.stat().st_size}:{src.stat().st_mtime_ns}:{TOKENS_AFTER}:v1".encode()).hexdigest()[:12]
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir) / tag
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only data folder: compute every time
+            cache_dir = None
+    from safetensors.numpy import load_file, save_file
+
     with torch.no_grad():
         for c in track(clips, description="whisper features"):
-            if c.tokens is None:
-                c.tokens = stream_features(enc, c.audio, tail_tokens=TOKENS_AFTER)
+            if c.tokens is not None:
+                continue
+            f = cache_dir / f"{c.id}.safetensors" if cache_dir is not None else None
+            if f is not None and f.is_file():
+                t = load_file(str(f))
+                if t["n_samples"][0] == len(c.audio):
+                    c.tokens = t["tokens"]
+                    continue
+            c.tokens = stream_features(enc, c.audio, tail_tokens=TOKENS_AFTER)
+            if f is not None:
+                save_file({"tokens": c.tokens, "n_samples": np.array([len(c.audio)], np.int64)}, str(f))
 
 
 def read_dataset(folder: str | Path) -> tuple[dict, list[Clip]]:
@@ -613,7 +637,8 @@ def train(args) -> float:
         step, history, best = 0, [], math.inf
         defaults = dataset_defaults(train_clips, dims.n_hist, np.random.default_rng(args.seed + 1))
     if dims.frontend == "whisper":
-        attach_whisper_features(list({id(c): c for c in train_clips + val_clips}.values()), args.whisper)
+        attach_whisper_features(list({id(c): c for c in train_clips + val_clips}.values()), args.whisper,
+                                cache_dir=Path(args.data) / ".whisper-features")
     mouth_b = mouth_basis_for(args.face, names)
     # fixed validation windows: comparable from one evaluation to the next
     vrng = np.random.default_rng(12345)
