@@ -38,3 +38,26 @@ def test_step_streams_equals_single_streams_and_offline(runtime, speech):
         want = infer_offline(runtime, x, fps=f, lookahead_ms=80, identity=a)
         assert [fr.index for fr in out] == list(range(len(want)))
         np.testing.assert_allclose(np.stack([fr.weights for fr in out]), want, atol=1e-5)
+
+
+def test_parallel_slices_give_the_same_windows_as_one_call(a2e_model, speech):
+    """A2ERuntime(parallel=N) runs a batch as N slices at once (serve --engine-threads): the same outputs as
+    one call (a float model: rows are independent), and `timing` gets the calling thread's own slice."""
+    from realtalk_bridge.runtime.a2e import A2ERuntime
+
+    one, three = A2ERuntime(a2e_model), A2ERuntime(a2e_model, parallel=3)
+    W = one.window_samples
+    for b in (1, 2, 7):
+        wins = np.stack([speech[i * 640:i * 640 + W] for i in range(b)]).astype(np.float32)
+        ident = np.repeat(one.default_identity[None], b, 0)
+        hist = np.repeat(one.default_history[None], b, 0)
+        timing = {}
+        got = three.run(wins, ident, hist, timing=timing)
+        np.testing.assert_allclose(got, one.run(wins, ident, hist), atol=1e-5)
+        assert got.shape == (b, one.n_frames, one.n_expr) and timing["wall"] > 0 and timing["cpu"] > 0
+    try:
+        A2ERuntime(a2e_model, parallel=0)
+    except ValueError as exc:
+        assert "parallel" in str(exc)
+    else:
+        raise AssertionError("parallel=0 must be refused")
