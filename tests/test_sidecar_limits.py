@@ -453,6 +453,11 @@ def test_admission_rule_reserves_the_engine_thread():
     assert why and "A2E" in why and "17 streams would need 85 %" in why and "about 16 streams" in why
     assert admission_refusal(16, 0.0015, 0.0005, capacity=0.9) is None
     assert ADMIT_CAPACITY == 0.8
+    # the io loop's work runs while the model runs (no GIL): it counts only where the GIL is the tighter fit
+    assert engine_share(4, 0.0015, 0.0005, io_s=0.0008) == pytest.approx(4 * 25 * 0.002)
+    assert engine_share(4, 0.0005, 0.0005, io_s=0.0015) == pytest.approx(4 * 25 * 0.002)
+    assert admission_refusal(15, 0.0015, 0.0005, io_s=0.0015) is None
+    assert "17 streams would need 85 %" in admission_refusal(16, 0.0005, 0.0005, io_s=0.0015)
 
 
 def test_admission_uses_the_measured_cost_and_keeps_admitted_streams(runtime, speech):

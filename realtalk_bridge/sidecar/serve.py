@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ DEFAULTS = {
     "allow_remote": False, "curve_secret_key": None, "smoothing": 0.0, "gains": {}, "log_level": "info",
     "nonverbal": False, "insecure": False, "curve_clients": None, "max_bake_mb": 32.0, "max_bake_minutes": 30.0,
     "max_streams": 64, "max_streams_per_client": 16, "max_lag_ms": 300.0, "pacing": True,
-    "max_connections": 64,
+    "max_connections": 64, "engine_threads": 0,
 }
 
 # numeric options of serve itself -> (low, high): checked at start, whether from the command line or the config
@@ -33,7 +34,7 @@ RANGES = {
     "lookahead_ms": (0.0, 600.0), "idle_timeout": (0.1, 86400.0), "smoothing": (0.0, 1.0),
     "max_bake_mb": (0.001, 1024.0), "max_bake_minutes": (0.01, 24 * 60.0), "max_streams": (1, 1024),
     "max_streams_per_client": (1, 1024), "max_lag_ms": (0.0, 10000.0),
-    "max_connections": (1, 65536),
+    "max_connections": (1, 65536), "engine_threads": (0, 64),
 }
 
 
@@ -70,6 +71,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-streams-per-client", type=_number, default=None, help="pushed streams per client (default 16)")
     p.add_argument("--max-connections", type=_number, default=None,
                    help="TCP connections per socket (control, stream); new ones past it are closed (default 64)")
+    p.add_argument("--engine-threads", type=_number, default=None, metavar="N",
+                   help="model calls run at once: each tick's batch split N ways (default 0: the CPU cores, at most 4)")
     p.add_argument("--max-lag-ms", type=_number, default=None,
                    help="live audio older than this when the A2E gets to it is dropped (lagging event; default 300)")
     p.add_argument("--no-pacing", dest="pacing", action="store_const", const=False, default=None,
@@ -82,6 +85,18 @@ def add_arguments(p) -> None:
     bridges.add_arguments(p)
     nonverbal.add_arguments(p)
     render_sink.add_arguments(p)
+
+
+def engine_threads(n: int) -> int:
+    """--engine-threads: 0 means one per CPU core this process may use, at most 4 (the batches of a tick are
+    small: more slices cost more than they save)."""
+    if n:
+        return int(n)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def _number(text: str):
@@ -149,7 +164,7 @@ def _check(opts: dict) -> None:
         v = opts[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
             raise ValueError(f"{key} must be in [{lo:g}, {hi:g}], got {v!r}")
-    for key in ("max_streams", "max_streams_per_client", "max_connections"):
+    for key in ("max_streams", "max_streams_per_client", "max_connections", "engine_threads"):
         if opts[key] != int(opts[key]):
             raise ValueError(f"{key} must be a whole number, got {opts[key]!r}")
     if not isinstance(opts["gains"], dict):
@@ -251,7 +266,7 @@ def run(args) -> int:
     from realtalk_bridge.sidecar.sources import FileSource, MicSource
 
     try:
-        rt = A2ERuntime(opts["model"])
+        rt = A2ERuntime(opts["model"], parallel=engine_threads(opts["engine_threads"]))
     except (FileNotFoundError, ValueError) as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 1

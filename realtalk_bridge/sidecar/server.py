@@ -54,6 +54,8 @@ PACE_DECAY_S = 0.00003  # the pacing delay creeps down this much per frame (0.9 
 ANCHOR_SLEW_S = 0.0002  # the audio clock moves earlier by at most this per push (unless ANCHOR_JUMP_S early)
 ANCHOR_JUMP_S = 0.01
 ANCHOR_CREEP = 0.001  # ... and later by at most this fraction of the time since the last push (clock drift)
+# pyzmq's flag enums cost microseconds per use; the loop uses these plain ints many times per frame
+_EVENTS, _POLLIN, _SNDMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.SNDMORE)
 COALESCE_S = 0.005  # with several streams an engine tick starts at most this often (bigger batches)
 TICK_BUDGET_S = 0.03  # model time per engine tick: frames of live streams are never held up longer
 MAX_BULK_WINDOWS_PER_TICK = 1  # a stream fed ahead of real time goes one window per tick: live streams come first
@@ -101,27 +103,31 @@ def check_endpoint(endpoint) -> str:
 
 # --- admission control (pure) -----------------------------------------------------------------
 
-def engine_share(n_streams: int, window_s: float, overhead_s: float, windows_per_s: float = MODEL_FPS) -> float:
-    """Fraction of the single engine thread that n streams need: each runs `windows_per_s` model windows a
-    second, each window costing `window_s` of batched model time plus `overhead_s` of Python work (the
-    engine's: taking audio, post-processing and scheduling frames; the io loop's: receiving pushes, sending
-    frames), both measured per window."""
-    return n_streams * windows_per_s * (window_s + overhead_s)
+def engine_share(n_streams: int, window_s: float, overhead_s: float, io_s: float = 0.0,
+                 windows_per_s: float = MODEL_FPS) -> float:
+    """Fraction of the engine that n streams need: each runs `windows_per_s` model windows a second, each
+    window costing `window_s` of batched model time (wall: its slices run at once on several cores),
+    `overhead_s` of the engine thread's Python work (taking audio, post-processing and scheduling frames) and
+    `io_s` of the io loop's (receiving pushes, sending frames), all measured per window. Two things must fit:
+    the engine thread (model + its Python work) and the GIL (both threads' Python work; the model runs
+    without it, so the io loop's work overlaps the model calls)."""
+    per_window = max(window_s + overhead_s, overhead_s + io_s)
+    return n_streams * windows_per_s * per_window
 
 
 def admission_refusal(n_streams: int, window_s: float | None, overhead_s: float | None,
-                      capacity: float = ADMIT_CAPACITY) -> str | None:
+                      capacity: float = ADMIT_CAPACITY, io_s: float = 0.0) -> str | None:
     """Why one more stream (beside the n open ones) would not get real-time service, or None to admit it.
     None as a cost means not measured yet (a fresh sidecar): admit. Every open stream counts as one
     real-time stream, bulk pushers too (they get at least a real-time stream's windows; what they take
     beyond that is the engine's spare time, seen by the busy trigger)."""
     if window_s is None or overhead_s is None:
         return None
-    need = engine_share(n_streams + 1, window_s, overhead_s)
+    need = engine_share(n_streams + 1, window_s, overhead_s, io_s)
     if need <= capacity:
         return None
-    per = 1000.0 * (window_s + overhead_s)
-    fit = int(capacity / max(1e-9, engine_share(1, window_s, overhead_s)))
+    per = 1000.0 * max(window_s + overhead_s, overhead_s + io_s)
+    fit = int(capacity / max(1e-9, engine_share(1, window_s, overhead_s, io_s)))
     return (f"the A2E is at capacity ({n_streams + 1} streams would need {100 * need:.0f} % of the engine thread "
             f"at the measured {per:.2f} ms per model window; admission stops at {100 * capacity:.0f} %, "
             f"about {fit} streams)")
@@ -149,7 +155,9 @@ def smooth(prev: np.ndarray | None, x: np.ndarray, a: float) -> np.ndarray:
 
 def finite_frame(w: np.ndarray, value_range) -> np.ndarray:
     """What leaves the sidecar: no NaN/inf ever (0 instead), inside the layout's range when it has one."""
-    w = np.nan_to_num(np.asarray(w, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    w = np.array(w, np.float32)  # a copy: the caller's array is left as it was
+    if not np.isfinite(w).all():  # (rare: nan_to_num costs 3x the check, so only then)
+        w = np.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
     if value_range is not None:
         np.clip(w, *value_range, out=w)
     return w
@@ -174,9 +182,9 @@ class EnergyVad:
         x = np.concatenate([self._rest, x])
         events = []
         nb = len(x) // self.block
-        for b in range(nb):
-            blk = x[b * self.block:(b + 1) * self.block]
-            loud = float(np.sqrt(np.mean(blk * blk))) > self.threshold
+        blocks = x[:nb * self.block].reshape(nb, self.block)
+        louds = np.sqrt(np.mean(blocks * blocks, axis=1)) > self.threshold
+        for loud in louds.tolist():
             self._n += self.block
             if loud != self.active:
                 self._run += 1
@@ -245,6 +253,10 @@ class StreamState:
     dropped_s: float = 0.0
     closed: bool = False
     pace: float = 0.0  # s: how long after audio time + look-ahead this stream's frames leave (_pace_delay)
+
+    @property
+    def topic(self) -> bytes:
+        return f"coeffs/{self.stream}".encode()
 
     def info(self, layout: str) -> dict:
         return {"stream": self.stream, "source": self.source, "fps": float(self.fps),
@@ -416,11 +428,12 @@ class Server:
         self._win_cost = 0.004  # seconds per model window in a batch (EMA, measured): sizes the ticks
         # admission: totals since the last estimate (model wall s, model CPU s, other CPU s, windows), the estimate
         # per window (model, overhead); None until the first period after ADMIT_MIN_WINDOWS windows
-        self._acc = [0.0, 0.0, 0.0, 0]
+        self._acc = [0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0]  # model wall, model cpu, engine py, windows, slice wall, slice cpu, io py
         self._acc_wall = time.monotonic()
         self._acc_windows = 0
         self._cost_window: float | None = None
         self._cost_overhead: float | None = None
+        self._cost_io: float | None = None
         self._io_busy = 0.0  # CPU s of the io loop's work (outside poll) since the engine last took it
         self._rr = 0
         self._lag_wall = -1e9  # last time a live stream had to shed audio
@@ -625,6 +638,8 @@ class Server:
     @staticmethod
     def _poll_once(sock, handler, copy: bool = True) -> bool:
         try:
+            if not sock.getsockopt(_EVENTS) & _POLLIN:  # (cheaper than the zmq.Again a recv would raise)
+                return False
             frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
         except zmq.Again:
             return False
@@ -668,7 +683,8 @@ class Server:
     def _send_frame(self, st: StreamState, msg: dict, t: float, w: np.ndarray, pose) -> None:
         msg["wall"] = time.time()
         # PUB never blocks: a full subscriber queue drops that subscriber's frames only
-        self.pub.send_multipart([f"coeffs/{st.stream}".encode(), m.encode(msg)])
+        self.pub.send(st.topic, _SNDMORE)  # (two sends with int flags: a third of send_multipart's cost)
+        self.pub.send(m.encode(msg))
         for sink in self.sinks:
             try:
                 sink.send(st.stream, msg["seq"], t, self.names, w, pose)
@@ -904,12 +920,12 @@ class Server:
                 for st in active:
                     if not st.backlog or self._stale(st, t0):  # a stream still behind takes no more audio yet
                         self._take_audio(st, t0)
-                model_s, model_cpu, n_win = 0.0, 0.0, 0
+                model_s, model_cpu, n_win, timing = 0.0, 0.0, 0, {}
                 if active:
                     limits = self._tick_budget(active)
                     if self.rt.encoder is None:
                         tb, cb = time.monotonic(), time.thread_time()
-                    frames = step_streams(self.rt, [st.a2e for st in active], max_windows=limits)
+                    frames = step_streams(self.rt, [st.a2e for st in active], max_windows=limits, timing=timing)
                     model_s, model_cpu, n_win = time.monotonic() - tb, time.thread_time() - cb, sum(limits)
                     if n_win:  # the cost of one window, to size the next ticks
                         self._win_cost = 0.8 * self._win_cost + 0.2 * model_s / n_win
@@ -922,39 +938,47 @@ class Server:
             except Exception:
                 log.exception("engine tick failed")
             t1 = time.monotonic()
-            self._account(model_s, model_cpu, time.thread_time() - c0 - model_cpu, n_win, t1)
+            self._account(model_s, model_cpu, time.thread_time() - c0 - model_cpu, n_win, t1,
+                          timing.get("wall", 0.0), timing.get("cpu", 0.0))
             busy_ema = 0.9 * busy_ema + 0.1 * ((t1 - t0) / max(1e-3, t1 - t_prev))
             self._load, t_prev = busy_ema, t1
             self._ring()
 
-    def _account(self, model_wall: float, model_cpu: float, other_cpu: float, n_win: int, now: float) -> None:
+    def _account(self, model_wall: float, model_cpu: float, other_cpu: float, n_win: int, now: float,
+                 slice_wall: float = 0.0, slice_cpu: float = 0.0) -> None:
         """Engine totals -> the admission estimate per model window. The model part is the wall time of the
         batched calls (onnxruntime releases the GIL; time other processes take from it counts, as it should).
-        The overhead is the CPU time of the Python work around them: the engine's (ticks that run no window
-        still take audio and publish) and the io loop's (receiving pushes, sending frames); both threads need
-        the GIL for it, so it counts in full against the one engine thread, a conservative sum. CPU time, not
-        wall time, because each thread's wall time includes waiting for the other's GIL (counted twice); it is
-        scaled by how much slower the model ran than its CPU time (other processes on the cores).
+        The overheads are the CPU time of the Python work around them: the engine thread's (ticks that run no
+        window still take audio and publish) and the io loop's (receiving pushes, sending frames), kept apart
+        (engine_share: the engine thread must fit the model and its own work, the GIL both threads' work). CPU
+        time, not wall time, because each thread's wall time includes waiting for the other's GIL; it is
+        scaled by how much slower the model ran than its CPU time (other processes on the cores), measured on
+        the engine thread's own slice of each batch (`slice_wall`, `slice_cpu`: a batch split over several
+        threads also waits for the others' slices, which is not contention).
         Refreshed every ADMIT_PERIOD_S, as a 50/50 blend with the previous estimate, from the first period
         that starts after ADMIT_MIN_WINDOWS windows (a fresh sidecar's first onnxruntime calls are slow)."""
         acc = self._acc
         io_s, self._io_busy = self._io_busy, 0.0  # (a float swapped under the GIL: a lost increment is harmless)
         acc[0] += model_wall
         acc[1] += model_cpu
-        acc[2] += other_cpu + io_s
+        acc[2] += other_cpu
+        acc[6] += io_s
         acc[3] += n_win
+        acc[4] += slice_wall
+        acc[5] += slice_cpu
         self._acc_windows += n_win
         if now - self._acc_wall < ADMIT_PERIOD_S or not acc[3]:
             return
-        stretch = max(1.0, acc[0] / acc[1]) if acc[1] > 0 else 1.0
-        win, over = acc[0] / acc[3], stretch * acc[2] / acc[3]
+        stretch = max(1.0, acc[4] / acc[5]) if acc[5] > 0 else 1.0
+        win, over, io = acc[0] / acc[3], stretch * acc[2] / acc[3], stretch * acc[6] / acc[3]
         if self._acc_windows - acc[3] >= ADMIT_MIN_WINDOWS:
             if self._cost_window is None:
-                self._cost_window, self._cost_overhead = win, over
+                self._cost_window, self._cost_overhead, self._cost_io = win, over, io
             else:
                 self._cost_window = 0.5 * self._cost_window + 0.5 * win
                 self._cost_overhead = 0.5 * self._cost_overhead + 0.5 * over
-        self._acc, self._acc_wall = [0.0, 0.0, 0.0, 0], now
+                self._cost_io = 0.5 * self._cost_io + 0.5 * io
+        self._acc, self._acc_wall = [0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0], now
 
     def _tick_budget(self, active: list) -> list[int]:
         """Windows per stream this tick: live streams up to 4, bulk ones 1, and all together no more than
@@ -1232,16 +1256,18 @@ class Server:
     def engine_costs(self) -> dict:
         """The admission estimate (SPEC section 6): ms per model window of model time and of the Python work
         around it (engine and io loop), and the share of the engine thread the open streams need."""
-        w, o = self._cost_window, self._cost_overhead
+        w, o, io = self._cost_window, self._cost_overhead, self._cost_io
         return {"window_ms": None if w is None else round(1000 * w, 3),
                 "overhead_ms": None if o is None else round(1000 * o, 3),
-                "share": None if w is None else round(engine_share(len(self.streams), w, o), 3)}
+                "io_ms": None if io is None else round(1000 * io, 3),
+                "share": None if w is None else round(engine_share(len(self.streams), w, o, io), 3)}
 
     def overloaded(self) -> str | None:
         """Why a new stream would not get real-time service now, or None: the measured cost of all streams
         plus the new one past ADMIT_CAPACITY of the engine thread, the engine busy over 90 % of the time, or
         a stream that shed stale audio in the last 2 s."""
-        why = admission_refusal(len(self.streams), self._cost_window, self._cost_overhead, self.admit_capacity)
+        why = admission_refusal(len(self.streams), self._cost_window, self._cost_overhead, self.admit_capacity,
+                                io_s=self._cost_io or 0.0)
         if why:
             return why
         if self._load > 0.9:
