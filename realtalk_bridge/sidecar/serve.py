@@ -25,7 +25,7 @@ DEFAULTS = {
     "input": None, "loop": False, "no_mic": False, "device": None, "idle_timeout": 10.0,
     "allow_remote": False, "curve_secret_key": None, "smoothing": 0.0, "gains": {}, "log_level": "info",
     "nonverbal": False, "insecure": False, "curve_clients": None, "max_bake_mb": 32.0, "max_bake_minutes": 30.0,
-    "max_streams": 64, "max_streams_per_client": 16, "max_lag_ms": 300.0, "pacing": True,
+    "max_streams": 64, "max_streams_per_client": 32, "max_lag_ms": 300.0, "pacing": True,
     "max_connections": 64, "engine_threads": 0,
 }
 
