@@ -174,9 +174,21 @@ def test_serve_validates_ranges_endpoints_and_config_values(tmp_path):
                         (["--idle-timeout", "nan"], "idle_timeout must be in"),
                         (["--max-connections", "0"], "max_connections must be in [1, 65536]"),
                         (["--max-connections", "4.5"], "max_connections must be a whole number"),
+                        (["--engine-threads", "-1"], "engine_threads must be in [0, 64]"),
+                        (["--engine-threads", "1.5"], "engine_threads must be a whole number"),
                         (["--insecure"], "--insecure only makes sense with --allow-remote")]:
         with pytest.raises(ValueError, match=re.escape(words)):
             serve.resolve(parser.parse_args(argv))
+
+
+def test_engine_threads_default_is_the_cores_at_most_four():
+    import os
+
+    from realtalk_bridge.sidecar import serve
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert serve.engine_threads(0) == max(1, min(4, cores))
+    assert serve.engine_threads(3) == 3
 
 
 def test_allow_remote_needs_curve_or_insecure(runtime):
