@@ -16,9 +16,9 @@ def test_step_streams_equals_single_streams_and_offline(runtime, speech):
     calls = []
     run = runtime.run
 
-    def counting_run(audio, identity, history):
+    def counting_run(audio, identity, history, **kw):
         calls.append(len(audio))
-        return run(audio, identity, history)
+        return run(audio, identity, history, **kw)
 
     runtime.run = counting_run
     try:
@@ -41,8 +41,9 @@ def test_step_streams_equals_single_streams_and_offline(runtime, speech):
 
 
 def test_parallel_slices_give_the_same_windows_as_one_call(a2e_model, speech):
-    """A2ERuntime(parallel=N) runs a batch as N slices at once (serve --engine-threads): the same outputs as
-    one call (a float model: rows are independent), and `timing` gets the calling thread's own slice."""
+    """A2ERuntime(parallel=N) lets step_streams run a batch as N slices at once (serve --engine-threads): the
+    same outputs as one call (a float model: rows are independent), and `timing` gets the calling thread's
+    own slice. A plain run (bakes) stays one call."""
     from realtalk_bridge.runtime.a2e import A2ERuntime
 
     one, three = A2ERuntime(a2e_model), A2ERuntime(a2e_model, parallel=3)
@@ -52,8 +53,9 @@ def test_parallel_slices_give_the_same_windows_as_one_call(a2e_model, speech):
         ident = np.repeat(one.default_identity[None], b, 0)
         hist = np.repeat(one.default_history[None], b, 0)
         timing = {}
-        got = three.run(wins, ident, hist, timing=timing)
+        got = three.run(wins, ident, hist, timing=timing, slices=3)
         np.testing.assert_allclose(got, one.run(wins, ident, hist), atol=1e-5)
+        np.testing.assert_array_equal(three.run(wins, ident, hist), one.run(wins, ident, hist))  # default: one call
         assert got.shape == (b, one.n_frames, one.n_expr) and timing["wall"] > 0 and timing["cpu"] > 0
     try:
         A2ERuntime(a2e_model, parallel=0)

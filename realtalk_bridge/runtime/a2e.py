@@ -45,10 +45,10 @@ class A2ERuntime:
 
     def __init__(self, onnx_path: str | Path | None = None, providers: list[str] | None = None,
                  threads: int | None = 1, parallel: int = 1):
-        """threads: onnxruntime's intra-op threads per call. parallel: split a batch into up to this many
-        slices run at once from as many Python threads, each call single-threaded (onnxruntime releases
-        the GIL): ~2x the windows per second on 2 cores, without the spinning thread pool that a second
-        intra-op thread brings (it takes the core the sidecar's io loop needs)."""
+        """threads: onnxruntime's intra-op threads per call. parallel: step_streams splits a batch into up to
+        this many slices run at once from as many Python threads, each call single-threaded (onnxruntime
+        releases the GIL): ~2x the windows per second on 2 cores, without the spinning thread pool that a
+        second intra-op thread brings (it takes the core the sidecar's io loop needs)."""
         import onnxruntime as ort
 
         path = Path(onnx_path) if onnx_path is not None else DEFAULT_MODEL
@@ -115,13 +115,14 @@ class A2ERuntime:
             self._pool = ThreadPoolExecutor(self.parallel - 1, thread_name_prefix="a2e-run")
 
     def run(self, audio: np.ndarray, identity: np.ndarray, history: np.ndarray,
-            timing: dict | None = None) -> np.ndarray:
+            timing: dict | None = None, slices: int = 1) -> np.ndarray:
         """Raw model call: audio (B, W) [or encoder features (B, l, D)], identity (B, n_id), history (B, N, E)
-        -> (B, T, E) float32. With `parallel` > 1 a batch of B >= 2 runs as that many slices at once.
-        timing: a dict to add the calling thread's own slice to ('wall', 'cpu' seconds): how much slower
-        than its CPU time the model ran, without the wait for the other slices."""
+        -> (B, T, E) float32. slices > 1 (at most `parallel`): the batch runs as that many slices at once
+        (step_streams does, for the live engine; bakes keep one call, so their int8 numbers do not depend on
+        the machine's cores). timing: a dict to add the calling thread's own slice to ('wall', 'cpu'
+        seconds): how much slower than its CPU time the model ran, without the wait for the other slices."""
         feed = {self.input: audio, "identity": identity, "history": history}
-        n = min(self.parallel, len(audio))
+        n = min(slices, self.parallel, len(audio))
         if n < 2:
             parts, futures = [feed], []
         else:
@@ -477,7 +478,7 @@ def step_streams(rt: A2ERuntime, streams: list[A2EStream], max_windows=None,
         audio = np.stack([win for _, _, win in part])
         alpha = np.concatenate([streams[si]._alpha for si, _, _ in part])
         hist = np.concatenate([streams[si]._hist for si, _, _ in part])
-        y = rt.run(audio, alpha, hist) if timing is None else rt.run(audio, alpha, hist, timing=timing)
+        y = rt.run(audio, alpha, hist, timing=timing, slices=rt.parallel)
         for (si, k, _), yk in zip(part, y):
             streams[si].supply(k, yk)
     return [s.emit() for s in streams]
