@@ -68,7 +68,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-bake-mb", type=_number, default=None, help="largest bake upload in MiB (default 32)")
     p.add_argument("--max-bake-minutes", type=_number, default=None, help="longest bake audio (default 30)")
     p.add_argument("--max-streams", type=_number, default=None, help="pushed streams, all clients (default 64)")
-    p.add_argument("--max-streams-per-client", type=_number, default=None, help="pushed streams per client (default 16)")
+    p.add_argument("--max-streams-per-client", type=_number, default=None, help="pushed streams per client (default 32)")
     p.add_argument("--max-connections", type=_number, default=None,
                    help="TCP connections per socket (control, stream); new ones past it are closed (default 64)")
     p.add_argument("--engine-threads", type=_number, default=None, metavar="N",

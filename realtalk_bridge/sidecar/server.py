@@ -103,6 +103,12 @@ def check_endpoint(endpoint) -> str:
 
 # --- admission control (pure) -----------------------------------------------------------------
 
+def _new_totals() -> dict:
+    """The engine's totals since the last admission estimate: seconds of model wall time, of the engine
+    thread's and the io loop's Python CPU time, of the calling thread's own model slice (wall, CPU), and windows."""
+    return {"model": 0.0, "engine": 0.0, "io": 0.0, "slice_wall": 0.0, "slice_cpu": 0.0, "windows": 0}
+
+
 def engine_share(n_streams: int, window_s: float, overhead_s: float, io_s: float = 0.0,
                  windows_per_s: float = MODEL_FPS) -> float:
     """Fraction of the engine that n streams need: each runs `windows_per_s` model windows a second, each
@@ -254,9 +260,10 @@ class StreamState:
     closed: bool = False
     pace: float = 0.0  # s: how long after audio time + look-ahead this stream's frames leave (_pace_delay)
 
-    @property
-    def topic(self) -> bytes:
-        return f"coeffs/{self.stream}".encode()
+    topic: bytes = b""  # the PUB topic of its frames (set from `stream`)
+
+    def __post_init__(self):
+        self.topic = f"coeffs/{self.stream}".encode()
 
     def info(self, layout: str) -> dict:
         return {"stream": self.stream, "source": self.source, "fps": float(self.fps),
@@ -426,9 +433,9 @@ class Server:
         self._out_n = itertools.count()
         self._load = 0.0  # engine busy fraction (EMA)
         self._win_cost = 0.004  # seconds per model window in a batch (EMA, measured): sizes the ticks
-        # admission: totals since the last estimate (model wall s, model CPU s, other CPU s, windows), the estimate
-        # per window (model, overhead); None until the first period after ADMIT_MIN_WINDOWS windows
-        self._acc = [0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0]  # model wall, model cpu, engine py, windows, slice wall, slice cpu, io py
+        # admission: totals since the last estimate (_new_totals), the estimate per window (model, engine thread's
+        # Python, io loop's Python); None until the first period after ADMIT_MIN_WINDOWS windows
+        self._acc = _new_totals()
         self._acc_wall = time.monotonic()
         self._acc_windows = 0
         self._cost_window: float | None = None
@@ -938,13 +945,13 @@ class Server:
             except Exception:
                 log.exception("engine tick failed")
             t1 = time.monotonic()
-            self._account(model_s, model_cpu, time.thread_time() - c0 - model_cpu, n_win, t1,
+            self._account(model_s, time.thread_time() - c0 - model_cpu, n_win, t1,
                           timing.get("wall", 0.0), timing.get("cpu", 0.0))
             busy_ema = 0.9 * busy_ema + 0.1 * ((t1 - t0) / max(1e-3, t1 - t_prev))
             self._load, t_prev = busy_ema, t1
             self._ring()
 
-    def _account(self, model_wall: float, model_cpu: float, other_cpu: float, n_win: int, now: float,
+    def _account(self, model_wall: float, other_cpu: float, n_win: int, now: float,
                  slice_wall: float = 0.0, slice_cpu: float = 0.0) -> None:
         """Engine totals -> the admission estimate per model window. The model part is the wall time of the
         batched calls (onnxruntime releases the GIL; time other processes take from it counts, as it should).
@@ -959,26 +966,23 @@ class Server:
         that starts after ADMIT_MIN_WINDOWS windows (a fresh sidecar's first onnxruntime calls are slow)."""
         acc = self._acc
         io_s, self._io_busy = self._io_busy, 0.0  # (a float swapped under the GIL: a lost increment is harmless)
-        acc[0] += model_wall
-        acc[1] += model_cpu
-        acc[2] += other_cpu
-        acc[6] += io_s
-        acc[3] += n_win
-        acc[4] += slice_wall
-        acc[5] += slice_cpu
+        for key, v in (("model", model_wall), ("engine", other_cpu), ("io", io_s), ("windows", n_win),
+                       ("slice_wall", slice_wall), ("slice_cpu", slice_cpu)):
+            acc[key] += v
         self._acc_windows += n_win
-        if now - self._acc_wall < ADMIT_PERIOD_S or not acc[3]:
+        n = acc["windows"]
+        if now - self._acc_wall < ADMIT_PERIOD_S or not n:
             return
-        stretch = max(1.0, acc[4] / acc[5]) if acc[5] > 0 else 1.0
-        win, over, io = acc[0] / acc[3], stretch * acc[2] / acc[3], stretch * acc[6] / acc[3]
-        if self._acc_windows - acc[3] >= ADMIT_MIN_WINDOWS:
+        stretch = max(1.0, acc["slice_wall"] / acc["slice_cpu"]) if acc["slice_cpu"] > 0 else 1.0
+        win, over, io = acc["model"] / n, stretch * acc["engine"] / n, stretch * acc["io"] / n
+        if self._acc_windows - n >= ADMIT_MIN_WINDOWS:
             if self._cost_window is None:
                 self._cost_window, self._cost_overhead, self._cost_io = win, over, io
             else:
                 self._cost_window = 0.5 * self._cost_window + 0.5 * win
                 self._cost_overhead = 0.5 * self._cost_overhead + 0.5 * over
                 self._cost_io = 0.5 * self._cost_io + 0.5 * io
-        self._acc, self._acc_wall = [0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0], now
+        self._acc, self._acc_wall = _new_totals(), now
 
     def _tick_budget(self, active: list) -> list[int]:
         """Windows per stream this tick: live streams up to 4, bulk ones 1, and all together no more than
