@@ -177,3 +177,30 @@ def test_whisper_a2e_stream_equals_offline_and_keeps_memory_flat(weights, step_o
     for _ in range(60):
         long.push(chunk)
     assert len(long._enc._feats) <= 4096  # 60 s of tokens would be 3000 + growth; compaction keeps it bounded
+
+
+def test_training_feature_cache_is_reused_only_for_the_same_audio(weights, tmp_path):
+    """train a2e --config whisper keeps each clip's stream features under DATA/.whisper-features: a second run
+    reads them (same values), and a clip whose audio changed under the same id is computed again."""
+    from realtalk_bridge.train.a2e import TOKENS_AFTER, Clip, attach_whisper_features
+
+    def clip(audio):
+        return Clip("c1", "train", "s", audio, np.zeros((1, 52), np.float32), np.zeros(8, np.float32))
+
+    a = clip(speech(0.5, seed=4))
+    attach_whisper_features([a], weights, cache_dir=tmp_path)
+    files = list(tmp_path.rglob("c1.safetensors"))
+    assert len(files) == 1
+    enc = W.load_encoder(weights)
+    with torch.no_grad():
+        ref = W.stream_features(enc, a.audio, tail_tokens=TOKENS_AFTER)
+    np.testing.assert_allclose(a.tokens, ref, atol=1e-5)
+    again = clip(a.audio.copy())
+    attach_whisper_features([again], weights, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.tokens, a.tokens)
+    changed = clip(speech(0.5, seed=5))  # same id and length, other audio
+    attach_whisper_features([changed], weights, cache_dir=tmp_path)
+    with torch.no_grad():
+        want = W.stream_features(enc, changed.audio, tail_tokens=TOKENS_AFTER)
+    np.testing.assert_allclose(changed.tokens, want, atol=1e-5)
+    assert not np.allclose(changed.tokens, a.tokens)

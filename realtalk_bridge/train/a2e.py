@@ -42,8 +42,9 @@ TOKENS_AFTER = 48   # silent tokens after the end: windows may run T/2 frames pa
 def attach_whisper_features(clips: list[Clip], weights: str | Path | None = None, cache_dir: Path | None = None) -> None:
     """Run the frozen Whisper encoder over each clip once, as a stream would (nets/whisper.stream_features).
 
-    `cache_dir`: keep the features there (one safetensors file per clip, keyed by the encoder weights' hash), so
-    a second run on the same data starts at once."""
+    `cache_dir`: keep the features there (one safetensors file per clip, in a folder named for the weights file
+    and the padding; a file is used only for the same audio, by digest), so a second run on the same data
+    starts at once."""
     import hashlib
 
     import torch
@@ -54,7 +55,7 @@ def attach_whisper_features(clips: list[Clip], weights: str | Path | None = None
     assert TOKENS_BEFORE == SEGMENT // 2
     src = find_weights(weights)
     enc = load_encoder(src)
-    tag = hashlib.sha256(f"{src.stat().st_size}:{src.stat().st_mtime_ns}:{TOKENS_AFTER}:v1".encode()).hexdigest()[:12]
+    tag = hashlib.sha256(f"{src.stat().st_size}:{src.stat().st_mtime_ns}:{TOKENS_AFTER}:v2".encode()).hexdigest()[:12]
     if cache_dir is not None:
         cache_dir = Path(cache_dir) / tag
         try:
@@ -68,14 +69,15 @@ def attach_whisper_features(clips: list[Clip], weights: str | Path | None = None
             if c.tokens is not None:
                 continue
             f = cache_dir / f"{c.id}.safetensors" if cache_dir is not None else None
+            digest = np.frombuffer(hashlib.sha256(np.ascontiguousarray(c.audio).tobytes()).digest(), np.uint8)
             if f is not None and f.is_file():
                 t = load_file(str(f))
-                if t["n_samples"][0] == len(c.audio):
+                if np.array_equal(t.get("audio_sha256"), digest):
                     c.tokens = t["tokens"]
                     continue
             c.tokens = stream_features(enc, c.audio, tail_tokens=TOKENS_AFTER)
             if f is not None:
-                save_file({"tokens": c.tokens, "n_samples": np.array([len(c.audio)], np.int64)}, str(f))
+                save_file({"tokens": c.tokens, "audio_sha256": digest}, str(f))
 
 
 def read_dataset(folder: str | Path) -> tuple[dict, list[Clip]]:
